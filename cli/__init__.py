@@ -1,0 +1,1 @@
+"""The kerasllm command line (installed as kerasllm.cli)."""

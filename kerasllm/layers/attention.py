@@ -1,0 +1,251 @@
+"""Multi-head scaled dot-product attention with masks, bias and a key/value cache."""
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+from kerasllm.layers._utils import clone_initializer
+from kerasllm.layers.masks import causal_mask, combine_masks
+
+# Added to masked scores before the softmax. exp(-1e9 - max) underflows to exactly
+# 0.0 in float32, so masked keys get exactly zero probability.
+_MASK_VALUE = -1e9
+
+
+def _project(x, kernel, bias):
+    """``x @ kernel + bias`` over the last axis as one 2-D matmul (one GEMM, TFLite FullyConnected)."""
+    batch_shape = tf.shape(x)[:-1]
+    y = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)
+    if bias is not None:
+        y = y + bias
+    return tf.reshape(y, tf.concat([batch_shape, [kernel.shape[-1]]], axis=0))
+
+
+def update_cache(cache, kv, index):
+    """Write ``kv`` ``[b, 2, n, h, d]`` into ``cache`` ``[b, 2, S, h, d]`` at positions ``index..index+n``.
+
+    Uses a one-hot placement matrix instead of a dynamic slice so every shape stays
+    static: the same graph compiles under XLA and converts to TFLite and ONNX.
+    """
+    size = tf.shape(cache)[2]
+    positions = tf.cast(index, tf.int32) + tf.range(tf.shape(kv)[2])
+    place = tf.one_hot(positions, size, dtype=cache.dtype)  # [n, S]
+    written = tf.reduce_sum(place, axis=0)[None, None, :, None, None]  # [1, 1, S, 1, 1]
+    return cache * (1 - written) + tf.einsum("ns,bcnhd->bcshd", place, kv)
+
+
+@keras.saving.register_keras_serializable(package="kerasllm")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention.
+
+    Self-attention (the default) projects queries, keys and values with one fused
+    kernel ``qkv_kernel`` of shape ``[hidden, 3 * heads * head_dim]`` whose columns
+    are ``[Q | K | V]``: GPT-2's ``c_attn`` maps onto it as is and BERT's
+    ``query``/``key``/``value`` kernels by concatenation. Cross-attention
+    (``cross_attention=True``) has ``query_kernel`` ``[hidden, heads * head_dim]``
+    and a fused ``kv_kernel`` ``[context_dim, 2 * heads * head_dim]``. The output
+    projection is ``output_kernel`` ``[heads * head_dim, hidden]``.
+
+    Scores are computed and soft-maxed in float32 under mixed precision.
+
+    Args:
+        num_heads: number of attention heads.
+        key_dim: size of each head. Defaults to ``hidden // num_heads``.
+        dropout: dropout rate on the attention probabilities.
+        use_bias: whether the projections have biases.
+        cross_attention: attend from ``query`` to a separate ``context`` sequence.
+        context_dim: width of ``context`` for cross-attention (defaults to the
+            query width).
+        kernel_initializer: initializer for the projection kernels.
+        bias_initializer: initializer for the biases.
+
+    Call arguments:
+        query: ``[batch, q_len, hidden]``.
+        context: ``[batch, k_len, context_dim]``, cross-attention only.
+        attention_mask: 1 = attend, 0 = masked; ``[batch, k_len]`` (padding),
+            ``[batch, q_len, k_len]`` or ``[batch, heads, q_len, k_len]``.
+            With a cache it covers the cache positions.
+        attention_bias: additive float bias ``[batch, heads or 1, q_len, k_len]``
+            (relative positions, knowledge-guided attention).
+        use_causal_mask: query ``i`` sees only keys at positions ``<= i`` (offset
+            by ``cache_index`` when decoding with a cache).
+        cache: key/value cache ``[batch, 2, cache_len, heads, head_dim]``. For
+            self-attention the new keys/values are written into it (at
+            ``cache_index``) or appended (without ``cache_index``) and the updated
+            cache is returned; for cross-attention it holds the precomputed
+            context keys/values and is returned unchanged.
+        cache_index: scalar int, position of the first query in a fixed-size
+            cache (static shapes for XLA/TFLite).
+        return_attention_scores: also return the probabilities ``[batch, heads, q, k]``.
+        training: enables dropout.
+
+    Returns:
+        ``output`` ``[batch, q_len, hidden]``; followed by the scores if asked,
+        then the updated cache if one was given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = MultiHeadAttention(num_heads=2)
+    >>> x = np.random.rand(1, 4, 8).astype("float32")
+    >>> layer(x, attention_mask=np.array([[1, 1, 1, 0]])).shape
+    TensorShape([1, 4, 8])
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        cross_attention=False,
+        context_dim=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.num_heads = int(num_heads)
+        self.key_dim = key_dim
+        self.dropout = float(dropout)
+        self.use_bias = use_bias
+        self.cross_attention = cross_attention
+        self.context_dim = context_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self._dropout_layer = keras.layers.Dropout(self.dropout)
+
+    def build(self, input_shape):
+        hidden = int(input_shape[-1])
+        if self.key_dim is None:
+            if hidden % self.num_heads:
+                raise ValueError(
+                    f"hidden size {hidden} is not divisible by num_heads={self.num_heads}; "
+                    "set key_dim or change num_heads"
+                )
+            self.head_dim = hidden // self.num_heads
+        else:
+            self.head_dim = int(self.key_dim)
+        inner = self.num_heads * self.head_dim
+        self.hidden_size = hidden
+
+        def weight(name, shape, init):
+            return self.add_weight(
+                name=name, shape=shape, initializer=clone_initializer(init), trainable=True
+            )
+
+        def bias(name, size):
+            return weight(name, [size], self.bias_initializer) if self.use_bias else None
+
+        if self.cross_attention:
+            ctx = int(self.context_dim or hidden)
+            self.query_kernel = weight("query_kernel", [hidden, inner], self.kernel_initializer)
+            self.query_bias = bias("query_bias", inner)
+            self.kv_kernel = weight("kv_kernel", [ctx, 2 * inner], self.kernel_initializer)
+            self.kv_bias = bias("kv_bias", 2 * inner)
+        else:
+            self.qkv_kernel = weight("qkv_kernel", [hidden, 3 * inner], self.kernel_initializer)
+            self.qkv_bias = bias("qkv_bias", 3 * inner)
+        self.output_kernel = weight("output_kernel", [inner, hidden], self.kernel_initializer)
+        self.output_bias = bias("output_bias", hidden)
+        super().build(input_shape)
+
+    def _split_heads(self, x, parts):
+        """``[b, t, parts*h*d]`` -> ``parts`` tensors of ``[b, t, h, d]``."""
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], parts, self.num_heads, self.head_dim])
+        return tf.unstack(x, num=parts, axis=2)
+
+    def compute_kv(self, context):
+        """Keys and values of a cross-attention context, stacked as a cache ``[b, 2, k, h, d]``."""
+        context = tf.cast(context, self.compute_dtype)
+        k, v = self._split_heads(_project(context, self.kv_kernel, self.kv_bias), 2)
+        return tf.stack([k, v], axis=1)
+
+    def call(
+        self,
+        query,
+        context=None,
+        attention_mask=None,
+        attention_bias=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        new_cache = None
+        if self.cross_attention:
+            if cache is not None:
+                new_cache = tf.cast(cache, self.compute_dtype)
+                k, v = new_cache[:, 0], new_cache[:, 1]
+            else:
+                if context is None:
+                    raise ValueError("cross-attention needs `context` (the encoder outputs)")
+                k, v = tf.unstack(self.compute_kv(context), num=2, axis=1)
+            (q,) = self._split_heads(_project(query, self.query_kernel, self.query_bias), 1)
+        else:
+            if context is not None:
+                raise ValueError("`context` is only for cross_attention=True layers")
+            q, k, v = self._split_heads(_project(query, self.qkv_kernel, self.qkv_bias), 3)
+            if cache is not None:
+                cache = tf.cast(cache, self.compute_dtype)
+                kv = tf.stack([k, v], axis=1)
+                if cache_index is None:
+                    new_cache = tf.concat([cache, kv], axis=2)
+                else:
+                    new_cache = update_cache(cache, kv, cache_index)
+                k, v = new_cache[:, 0], new_cache[:, 1]
+
+        q_len, k_len = tf.shape(q)[1], tf.shape(k)[1]
+        causal = None
+        if use_causal_mask:
+            offset = cache_index if (cache is not None and cache_index is not None) else None
+            causal = causal_mask(q_len, k_len, query_offset=offset)
+        mask = combine_masks(attention_mask, causal)
+
+        q = q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
+        scores = tf.cast(scores, tf.float32)
+        if attention_bias is not None:
+            scores = scores + tf.cast(attention_bias, tf.float32)
+        if mask is not None:
+            scores = tf.where(mask, scores, tf.constant(_MASK_VALUE, tf.float32))
+        probs = tf.nn.softmax(scores, axis=-1)
+        dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
+        context_out = tf.einsum("bhqk,bkhd->bqhd", dropped, v)
+        shape = tf.shape(context_out)
+        context_out = tf.reshape(
+            context_out, [shape[0], shape[1], self.num_heads * self.head_dim]
+        )
+        output = _project(context_out, self.output_kernel, self.output_bias)
+
+        results = [output]
+        if return_attention_scores:
+            results.append(probs)
+        if new_cache is not None:
+            results.append(new_cache)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "dropout": self.dropout,
+                "use_bias": self.use_bias,
+                "cross_attention": self.cross_attention,
+                "context_dim": self.context_dim,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config

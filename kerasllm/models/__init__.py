@@ -1,0 +1,26 @@
+"""Model configs, presets and builders: BERT, GPT and encoder-decoder, with task heads."""
+from kerasllm.models.bert import bert_encoder, bert_pretraining, sequence_classifier, token_classifier
+from kerasllm.models.config import PRESET_DESCRIPTIONS, PRESETS, TransformerConfig, get_preset
+from kerasllm.models.encoder_decoder import encoder_decoder
+from kerasllm.models.gpt import call_with_cache, gpt_decoder, init_cache
+from kerasllm.models.saving import build_model, load_pretrained, save_pretrained
+from kerasllm.models.summary import summary
+
+__all__ = [
+    "PRESETS",
+    "PRESET_DESCRIPTIONS",
+    "TransformerConfig",
+    "bert_encoder",
+    "bert_pretraining",
+    "build_model",
+    "call_with_cache",
+    "encoder_decoder",
+    "get_preset",
+    "gpt_decoder",
+    "init_cache",
+    "load_pretrained",
+    "save_pretrained",
+    "sequence_classifier",
+    "summary",
+    "token_classifier",
+]
