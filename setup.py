@@ -14,14 +14,16 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "kerasllm" / "__init__.py").read_text()
 ).group(1)
 
-# One family that installs together on Python 3.10-3.12 (checked with pip).
+# One family that installs together on Python 3.10-3.12 (checked with
+# `pip install --dry-run --python-version 3.10/3.12 --only-binary=:all:`).
 # tensorflow, tf-keras and tensorflow-text must share the same minor version.
 INSTALL_REQUIRES = [
     "tensorflow>=2.21.0,<2.22",
     "tf-keras>=2.21.0,<2.22",
+    "tensorboard>=2.21.0,<2.22",
     "tensorflow-text>=2.21.0,<2.22",
     "tensorflow-model-optimization>=0.8.1,<0.9",
-    "keras-hub>=0.32.0,<0.33",
+    "keras-hub>=0.25.1,<0.33",  # 0.32 on Python 3.11+; 0.25.1 is the newest for 3.10
     "tf2onnx>=1.17.0,<1.18",
     "onnx>=1.17",
     "onnxruntime>=1.20,<2",

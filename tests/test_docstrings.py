@@ -16,6 +16,7 @@ MODULES = [
     "kerasllm.models.encoder_decoder",
     "kerasllm.models.heads",
     "kerasllm.models.summary",
+    "kerasllm.data.augment",
 ]
 
 

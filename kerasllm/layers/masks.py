@@ -33,10 +33,12 @@ def expand_attention_mask(mask):
     if mask.dtype != tf.bool:
         mask = tf.not_equal(mask, tf.zeros([], mask.dtype))
     rank = mask.shape.rank
+    # expand_dims rather than mask[:, None, ...]: the TFLite converter rejects that
+    # strided slice when batch and length are both dynamic.
     if rank == 2:
-        return mask[:, None, None, :]
+        return tf.expand_dims(tf.expand_dims(mask, 1), 1)
     if rank == 3:
-        return mask[:, None, :, :]
+        return tf.expand_dims(mask, 1)
     if rank == 4:
         return mask
     raise ValueError(
@@ -51,6 +53,8 @@ def combine_masks(attention_mask=None, causal=None):
     if attention_mask is not None:
         combined = expand_attention_mask(attention_mask)
     if causal is not None:
+        # (a slice, not expand_dims: tf2onnx mis-optimises the expand_dims chain in the
+        # cached GPT graph; this mask has no batch axis, so TFLite converts it as is)
         causal = causal[None, None, :, :]
         combined = causal if combined is None else tf.logical_and(combined, causal)
     return combined

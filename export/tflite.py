@@ -1,0 +1,460 @@
+"""TFLite export of kerasllm models, with post-training quantization, and a runner.
+
+File layout written by :func:`export_tflite` (``out_path = "out/ner.tflite"``)::
+
+    out/ner.tflite            the model, signature ``serving_default``
+    out/ner.labels.json       each asset as <stem>.<asset name>, when ``assets`` is given
+    out/ner.vocab.txt
+
+The model has one signature, ``serving_default``, whose inputs are the Keras
+model's named inputs (``input_ids``, ``attention_mask``, ``token_type_ids`` for
+BERT models; int32, ``[batch, seq]``, both dynamic unless ``max_length`` fixes the
+sequence) and whose outputs are ``logits`` (single-output models) or the model's
+output names.
+
+Quantization modes:
+
+- ``"none"``: float32.
+- ``"float16"``: float16 weights, float32 compute (about half the size).
+- ``"dynamic"``: int8 weights, float activations quantized on the fly (about a
+  quarter of the size); no data needed.
+- ``"int8"``: full integer: int8 weights and activations, calibrated on
+  ``representative_data``; the int32 token inputs and float32 logits stay as they
+  are. Ops without an int8 kernel stay in float between DEQUANTIZE/QUANTIZE
+  ops; :attr:`ExportReport.fallback` lists them.
+"""
+import os
+import re
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from kerasllm.export._common import (
+    ExportError,
+    ExportReport,
+    atomic_write_bytes,
+    check_assets,
+    check_max_length,
+    file_size,
+    float32_model,
+    prepare_inputs,
+    serving_function,
+    sidecar_path,
+    write_assets,
+)
+from kerasllm.export._graph import convertible_function
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+SERVING = "serving_default"
+
+
+def _interpreter_class(custom_op_registerers):
+    from ai_edge_litert import interpreter as litert
+
+    if custom_op_registerers:
+        return lambda **kw: litert.InterpreterWithCustomOps(
+            custom_op_registerers=list(custom_op_registerers), **kw
+        )
+    return litert.Interpreter
+
+
+# ------------------------------------------------------------------ error messages
+
+
+def _split_ops(text):
+    return [op.strip() for op in text.split(",") if op.strip()]
+
+
+def unsupported_ops(message):
+    """``(flex_ops, custom_ops, quantization_ops)`` named in a TFLite converter error message."""
+    flex, custom = [], []
+    for found in re.findall(r"TF Select ops: ([^\n]+)", message):
+        flex += _split_ops(found)
+    for found in re.findall(r"Custom ops: ([^\n]+)", message):
+        custom += _split_ops(found)
+    for op in re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message):
+        if op not in flex and op not in custom:
+            flex.append(op)
+    quantization = re.findall(r"(?:[Qq]uantiz\w*)[^\n]*?\bop[: ]+'?(?:tfl\.)?(\w+)'?", message)
+    return list(dict.fromkeys(flex)), list(dict.fromkeys(custom)), list(dict.fromkeys(quantization))
+
+
+def _first_error_line(message):
+    """The converter's first error, without MLIR's ``loc(callsite(...))`` prefix."""
+    op_error = re.search(r"'tf\.\w+' op [^\n]*", message)
+    if op_error:
+        return op_error.group(0)
+    for line in message.splitlines():
+        if "error:" in line:
+            line = line[line.index("error:") + len("error:") :].strip()
+            return line if len(line) <= 300 else line[:300] + " ..."
+    lines = [line for line in message.splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else "unknown converter error"
+
+
+def conversion_error(err, what, quantize="none", allow_custom_ops=False, select_tf_ops=False, max_length=None):
+    """Turn a converter exception into an :class:`ExportError` naming ops and remedies."""
+    message = str(err)
+    flex, custom, quant_ops = unsupported_ops(message)
+    hints = []
+    if flex:
+        hints.append(
+            f"op(s) {', '.join(flex)} have no TFLite builtin kernel: rewrite them with supported "
+            "ops, or pass select_tf_ops=True (the app must then link the TF Select/Flex delegate)"
+        )
+    if custom:
+        hints.append(
+            f"op(s) {', '.join(custom)} would be custom ops: pass allow_custom_ops=True and "
+            "register their kernels in the interpreter (custom_op_registerers=...)"
+            if not allow_custom_ops
+            else f"op(s) {', '.join(custom)} are custom ops: register their kernels when running"
+        )
+    if "StridedSlice" in flex and max_length is None:
+        hints.append(
+            "a StridedSlice over a tensor with several dynamic dims often converts once the "
+            "sequence length is fixed: pass max_length=... (--max-length)"
+        )
+    if quantize != "none" and (quant_ops or not (flex or custom)):
+        named = f" (op {', '.join(quant_ops)})" if quant_ops else ""
+        instead = {"int8": "'dynamic' (--quantize dynamic)", "dynamic": "'float16' or 'none'"}
+        hints.append(
+            f"quantize={quantize!r} failed{named}: try quantize="
+            + instead.get(quantize, "'none'")
+        )
+    ops = flex + custom + [op for op in quant_ops if op not in flex + custom]
+    text = f"TFLite conversion of {what} failed: {_first_error_line(message)}"
+    if hints:
+        text += "\n  - " + "\n  - ".join(hints)
+    return ExportError(text, ops=ops, details=message)
+
+
+# ------------------------------------------------------------ representative data
+
+
+def _pad_axis1(value, length, fill):
+    if value.ndim < 2 or value.shape[1] == length:
+        return value
+    pad = [(0, 0)] * value.ndim
+    pad[1] = (0, length - value.shape[1])
+    return np.pad(value, pad, constant_values=fill)
+
+
+def _representative_dataset(data, specs, steps, problems, pad_token_id=0):
+    """A generator function over at most ``steps`` calibration rows.
+
+    TF's calibrator does not re-plan tensor shapes between samples of different
+    sizes ("shapes [1,9,128] and [1,8,128] are not broadcastable"), so every
+    item is split into batch-1 rows and padded (``input_ids`` with
+    ``pad_token_id``, masks and other inputs with 0) to one common length: the
+    fixed ``max_length`` or the longest row. Rows are collected on the first call
+    and replayed on later ones (the int8 fallback calibrates again), so ``data``
+    may be a one-shot generator. A bad item stops calibration with an error naming
+    it; the error is also kept in ``problems`` because the converter may wrap it.
+    """
+    expected = {name: (spec.dtype.as_numpy_dtype, list(spec.shape)) for name, spec in specs.items()}
+    fixed = {spec.shape[1] for spec in specs.values() if spec.shape.rank and spec.shape.rank >= 2}
+    fixed_length = next(iter(fixed)) if len(fixed) == 1 else None
+    rows = []
+
+    def collect():
+        for index, item in enumerate(iter(data)):
+            prepared = prepare_inputs(item, expected, f"representative_data[{index}]")
+            batch = {v.shape[0] for v in prepared.values() if v.ndim}
+            if len(batch) != 1:
+                raise ValueError(f"representative_data[{index}]: inputs disagree on the batch size {sorted(batch)}")
+            for i in range(batch.pop()):
+                rows.append({k: v[i : i + 1] for k, v in prepared.items()})
+                if len(rows) >= steps:
+                    return
+        if not rows:
+            raise ValueError("representative_data is empty; pass at least one input dict")
+
+    def generate():
+        if not rows:
+            try:
+                collect()
+            except Exception as err:  # noqa: BLE001 - reported after the converter returns
+                rows.clear()
+                problems.append(err)
+                raise
+            length = fixed_length or max(v.shape[1] for row in rows for v in row.values() if v.ndim >= 2)
+            for row in rows:
+                for name, value in row.items():
+                    row[name] = _pad_axis1(value, length, pad_token_id if name == "input_ids" else 0)
+        yield from rows
+
+    return generate
+
+
+# ------------------------------------------------------------------------ export
+
+
+def _configure(converter, quantize, representative, allow_custom_ops, select_tf_ops, int8_ops):
+    """Set a converter's options; ``int8_ops`` are the op sets of the ``"int8"`` mode."""
+    converter.allow_custom_ops = bool(allow_custom_ops)
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        ops = list(int8_ops)
+    if select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+
+
+def _convert_saved_model(saved_model_dir, signature_keys, configure):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=signature_keys)
+    configure(converter)
+    with warnings.catch_warnings():
+        # TF's int8 calibrator still builds a tf.lite.Interpreter internally.
+        warnings.filterwarnings("ignore", message=r"[\s\S]*tf\.lite\.Interpreter is deprecated")
+        return converter.convert()
+
+
+def _check_signatures(flatbuffer, wanted):
+    """Load the converted model and return its signature list; fail if one is missing."""
+    interpreter = _interpreter_class(None)(model_content=flatbuffer)
+    signatures = interpreter.get_signature_list()
+    missing = sorted(set(wanted) - set(signatures))
+    if missing:
+        raise ExportError(
+            f"the converted TFLite model lacks signature(s) {missing} (has {sorted(signatures)})"
+        )
+    return signatures
+
+
+def float_ops(flatbuffer):
+    """``{op name: count}`` of ops computing in float in a quantized model (``None`` if unknown).
+
+    The int8 converter keeps ops without an int8 kernel in float, wrapped in
+    DEQUANTIZE/QUANTIZE, even with ``TFLITE_BUILTINS_INT8`` only; this lists them.
+    """
+    try:
+        interpreter = _interpreter_class(None)(model_content=flatbuffer)
+        dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()  # no public per-op listing in ai_edge_litert
+    except Exception:  # noqa: BLE001
+        return None
+    counts = {}
+    for op in ops:
+        if op["op_name"] in ("DEQUANTIZE", "QUANTIZE"):
+            continue
+        if any(i >= 0 and dtypes.get(i) == np.float32 for i in op["outputs"]):
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
+def convert_saved_model(
+    saved_model_dir,
+    signature_keys,
+    what,
+    quantize="none",
+    representative=None,
+    problems=None,
+    allow_custom_ops=False,
+    select_tf_ops=False,
+    max_length=None,
+):
+    """Convert a SavedModel's signatures; returns ``(flatbuffer, fallback_note)``."""
+    fallback = None
+    int8_only = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    problems = problems if problems is not None else []
+
+    def configure(ops):
+        return lambda c: _configure(c, quantize, representative, allow_custom_ops, select_tf_ops, ops)
+
+    try:
+        try:
+            flatbuffer = _convert_saved_model(saved_model_dir, signature_keys, configure(int8_only))
+        except Exception as err:  # noqa: BLE001
+            if quantize != "int8" or problems:
+                raise
+            # Some op has no int8 kernel: keep int8 where possible, float elsewhere.
+            flatbuffer = _convert_saved_model(
+                saved_model_dir,
+                signature_keys,
+                configure(int8_only + [tf.lite.OpsSet.TFLITE_BUILTINS]),
+            )
+            flex, custom, quant_ops = unsupported_ops(str(err))
+            named = ", ".join(flex + custom + quant_ops) or _first_error_line(str(err))
+            fallback = (
+                "full-int8 conversion failed (" + named + "); built with "
+                "TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS, so those ops run in float"
+            )
+            warnings.warn(fallback, stacklevel=3)
+    except Exception as err:  # noqa: BLE001
+        if problems:
+            bad = problems[0]
+            raise type(bad)(f"TFLite int8 calibration of {what} stopped: {bad}") from None
+        raise conversion_error(err, what, quantize, allow_custom_ops, select_tf_ops, max_length) from None
+    return flatbuffer, fallback
+
+
+def export_tflite(
+    model,
+    out_path,
+    quantize="none",
+    representative_data=None,
+    max_length=None,
+    num_calibration_steps=100,
+    assets=None,
+    allow_custom_ops=False,
+    select_tf_ops=False,
+):
+    """Convert a Keras model to a ``.tflite`` file with a named ``serving_default`` signature.
+
+    Args:
+        model: a ``tf_keras`` functional model with named inputs (any kerasllm model
+            except generation with a cache; see :func:`export_gpt_tflite` for that).
+        out_path: the ``.tflite`` file to write. Written atomically: on failure
+            nothing is left at ``out_path`` (an existing file stays untouched).
+        quantize: ``"none"``, ``"float16"``, ``"dynamic"`` or ``"int8"`` (see module doc).
+        representative_data: for ``"int8"``: an iterable of input dicts
+            (``{"input_ids": [b, t], ...}``) drawn from real data.
+        max_length: fix the sequence length (batch stays dynamic); ``None`` keeps
+            it dynamic.
+        num_calibration_steps: calibrate on at most this many examples (rows of the
+            items of ``representative_data``; padded to one common length).
+        assets: ``{"labels.json": ["O", "B-PER", ...], "vocab.txt": "path/vocab.txt"}``:
+            written beside the model as ``<stem>.<name>`` (paths are copied,
+            lists/dicts written as JSON, bytes as is).
+        allow_custom_ops: keep ops without a TFLite kernel as custom ops.
+        select_tf_ops: allow TF Select (Flex) ops; the runtime then needs the Flex delegate.
+
+    Returns:
+        :class:`ExportReport` (path, size, quantize, fallback note, assets, signatures).
+
+    Raises:
+        ValueError: bad ``quantize``, ``int8`` without ``representative_data``, bad
+            representative items, missing asset files.
+        ExportError: the converter failed; names the op(s) and what to try.
+
+    Example:
+
+    >>> from kerasllm.models import get_preset, token_classifier
+    >>> model = token_classifier(get_preset("bert-tiny", vocab_size=300), num_labels=5)
+    >>> report = export_tflite(model, "/tmp/ner.tflite", quantize="dynamic")  # doctest: +SKIP
+    >>> TFLiteRunner(report.path)({"input_ids": ids, "attention_mask": mask,
+    ...                            "token_type_ids": types})["logits"]  # doctest: +SKIP
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize={quantize!r} is not supported; allowed values: {list(QUANTIZE_MODES)}")
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs representative_data: an iterable of input dicts drawn from "
+            "your data (about 100 examples); use quantize='dynamic' to quantize without data"
+        )
+    if quantize != "int8" and representative_data is not None:
+        warnings.warn(f"representative_data is only used with quantize='int8' (got {quantize!r})", stacklevel=2)
+    if not isinstance(num_calibration_steps, int) or num_calibration_steps < 1:
+        raise ValueError(f"num_calibration_steps must be a positive integer, got {num_calibration_steps!r}")
+    checked_assets = check_assets(assets)
+    check_max_length(model, max_length)
+    out_path = os.fspath(out_path)
+    model, note = float32_model(model, "TFLite")
+    notes = [note] if note else []
+
+    serve, specs = serving_function(model, max_length)
+    try:
+        serve = convertible_function(serve, specs)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"could not trace {model.name!r} for TFLite: {err}") from None
+    problems = []
+    representative = None
+    if quantize == "int8":
+        pad_token_id = getattr(getattr(model, "kerasllm_config", None), "pad_token_id", 0)
+        representative = _representative_dataset(
+            representative_data, specs, num_calibration_steps, problems, pad_token_id
+        )
+
+    with tempfile.TemporaryDirectory(prefix="kerasllm-tflite-") as tmp:
+        holder = tf.Module()
+        holder.serve = serve
+        tf.saved_model.save(holder, tmp, signatures={SERVING: serve.get_concrete_function()})
+        flatbuffer, fallback = convert_saved_model(
+            tmp,
+            [SERVING],
+            repr(model.name),
+            quantize,
+            representative,
+            problems,
+            allow_custom_ops,
+            select_tf_ops,
+            max_length,
+        )
+    signatures = _check_signatures(flatbuffer, [SERVING]) if not (allow_custom_ops or select_tf_ops) else {}
+    if quantize == "int8" and fallback is None:
+        in_float = float_ops(flatbuffer)
+        if in_float:
+            listed = ", ".join(f"{name} x{count}" for name, count in sorted(in_float.items()))
+            fallback = f"ops without an int8 kernel run in float: {listed}"
+    atomic_write_bytes(out_path, flatbuffer)
+    written = write_assets(checked_assets, lambda name: sidecar_path(out_path, name))
+    return ExportReport(
+        path=out_path,
+        format="tflite",
+        size_bytes=file_size(out_path),
+        quantize=quantize,
+        fallback=fallback,
+        assets=written,
+        signatures=signatures,
+        notes=notes,
+    )
+
+
+# ------------------------------------------------------------------------ runner
+
+
+class TFLiteRunner:
+    """Run one signature of a ``.tflite`` file with numpy inputs.
+
+    Args:
+        path: the ``.tflite`` file.
+        num_threads: CPU threads for the interpreter (``None``: runtime default).
+        signature_key: which signature to run; default ``serving_default`` (or
+            the only one).
+        custom_op_registerers: kernels for custom ops (e.g.
+            ``tensorflow_text.tflite_registrar.AddFastWordpieceTokenize``).
+
+    ``runner(inputs)`` takes a dict of arrays keyed by the signature's input names
+    (values are cast to the model's dtypes; any batch and sequence size the model
+    allows, resized per call) and returns a dict of numpy arrays.
+    """
+
+    def __init__(self, path, num_threads=None, signature_key=None, custom_op_registerers=None):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"TFLite model not found: {path}")
+        self.path = path
+        self.interpreter = _interpreter_class(custom_op_registerers)(model_path=path, num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if signature_key is None:
+            if SERVING in signatures or len(signatures) != 1:
+                signature_key = SERVING
+            else:
+                signature_key = next(iter(signatures))
+        if signature_key not in signatures:
+            raise ValueError(f"{path}: no signature {signature_key!r}; signatures: {sorted(signatures)}")
+        self.signature_key = signature_key
+        self._runner = self.interpreter.get_signature_runner(signature_key)
+        details = self._runner.get_input_details()
+        self._expected = {
+            name: (d["dtype"], [int(x) for x in d["shape_signature"]]) for name, d in details.items()
+        }
+        self.output_names = list(signatures[signature_key]["outputs"])
+
+    @property
+    def input_names(self):
+        return sorted(self._expected)
+
+    def __call__(self, inputs):
+        feed = prepare_inputs(inputs, self._expected, self.path)
+        outputs = self._runner(**feed)
+        return {name: np.asarray(value) for name, value in outputs.items()}

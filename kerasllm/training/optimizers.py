@@ -1,0 +1,184 @@
+"""AdamW with BERT's defaults and a warm-up learning-rate schedule.
+
+:func:`create_optimizer` returns a plain ``tf_keras.optimizers.AdamW`` (the Keras 2
+"new" optimizer) driven by a :class:`WarmupSchedule`, with biases and layer-norm
+parameters excluded from weight decay, as in BERT and Hugging Face fine-tuning.
+Create it inside ``strategy.scope()`` when training under a ``tf.distribute``
+strategy: the optimizer binds to the strategy that is current when it is built.
+
+Gradient accumulation lives in :mod:`kerasllm.training.train_step`, not in the
+optimizer (see :func:`kerasllm.training.enable_gradient_accumulation`).
+"""
+import math
+
+import tensorflow as tf
+import tf_keras as keras
+
+SCHEDULES = ("linear", "cosine", "constant")
+DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY = ("bias", "gamma", "beta", "layer_norm", "LayerNorm")
+
+
+@keras.saving.register_keras_serializable(package="kerasllm")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak_learning_rate``, then linear, cosine or no decay.
+
+    With ``s`` the optimizer step (0 for the first update, as Keras counts it),
+    ``W = warmup_steps`` and ``T = num_train_steps``:
+
+    - ``s < W``: ``peak * s / W`` (so the very first update has rate 0, as in BERT
+      and Hugging Face's ``get_linear_schedule_with_warmup``);
+    - ``"linear"``: ``peak * (T - s) / (T - W)``, reaching 0 at ``s = T``;
+    - ``"cosine"``: ``peak * 0.5 * (1 + cos(pi * (s - W) / (T - W)))``;
+    - ``"constant"``: ``peak``.
+
+    Past ``T`` the decaying schedules stay at 0.
+
+    Args:
+        peak_learning_rate: rate reached at the end of warm-up.
+        num_train_steps: total number of optimizer updates (``T``).
+        warmup_steps: updates of linear warm-up (``W``, may be 0).
+        schedule: ``"linear"``, ``"cosine"`` or ``"constant"``.
+
+    Example:
+
+    >>> lr = WarmupSchedule(1e-3, num_train_steps=100, warmup_steps=10)
+    >>> [round(float(lr(s)), 6) for s in (0, 5, 10, 55, 100)]
+    [0.0, 0.0005, 0.001, 0.0005, 0.0]
+    """
+
+    def __init__(self, peak_learning_rate, num_train_steps, warmup_steps=0, schedule="linear", name=None):
+        super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r} is invalid; allowed values: {list(SCHEDULES)}")
+        if not isinstance(num_train_steps, int) or isinstance(num_train_steps, bool) or num_train_steps < 1:
+            raise ValueError(f"num_train_steps must be a positive integer, got {num_train_steps!r}")
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        if warmup_steps > num_train_steps:
+            raise ValueError(
+                f"warmup_steps={warmup_steps} is larger than num_train_steps={num_train_steps}; "
+                "lower warmup_steps (or warmup_ratio)"
+            )
+        if not peak_learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {peak_learning_rate!r}")
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.num_train_steps = num_train_steps
+        self.warmup_steps = warmup_steps
+        self.schedule = schedule
+        self.name = name
+
+    def __call__(self, step):
+        with tf.name_scope(self.name or "WarmupSchedule"):
+            step = tf.cast(step, tf.float32)
+            peak = tf.constant(self.peak_learning_rate, tf.float32)
+            warmup = float(self.warmup_steps)
+            decay_steps = float(max(1, self.num_train_steps - self.warmup_steps))
+            progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
+            if self.schedule == "linear":
+                after = peak * (1.0 - progress)
+            elif self.schedule == "cosine":
+                after = peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            else:
+                after = peak
+            if self.warmup_steps == 0:
+                return after
+            return tf.where(step < warmup, peak * step / warmup, after)
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "num_train_steps": self.num_train_steps,
+            "warmup_steps": self.warmup_steps,
+            "schedule": self.schedule,
+            "name": self.name,
+        }
+
+
+def resolve_warmup_steps(num_train_steps, warmup_steps=0, warmup_ratio=None):
+    """``warmup_steps``, or ``ceil(warmup_ratio * num_train_steps)`` when a ratio is given."""
+    if warmup_ratio is None:
+        return warmup_steps
+    if warmup_steps:
+        raise ValueError(
+            f"give either warmup_steps ({warmup_steps}) or warmup_ratio ({warmup_ratio}), not both"
+        )
+    if not 0.0 <= warmup_ratio <= 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio!r}")
+    return int(math.ceil(warmup_ratio * num_train_steps))
+
+
+def create_optimizer(
+    learning_rate,
+    num_train_steps,
+    warmup_steps=0,
+    warmup_ratio=None,
+    schedule="linear",
+    weight_decay=0.01,
+    clipnorm=1.0,
+    global_clipnorm=None,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-6,
+    exclude_from_weight_decay=DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
+    jit_compile=True,
+):
+    """AdamW on a :class:`WarmupSchedule`, with decay exclusions (BERT fine-tuning defaults).
+
+    Decoupled weight decay as Keras applies it: before each Adam update every
+    decayed variable is multiplied by ``1 - learning_rate(step) * weight_decay``.
+    A variable is not decayed when any pattern of ``exclude_from_weight_decay``
+    (regular expressions, searched in ``variable.name``) matches it; the default
+    keeps every bias and layer-norm ``gamma``/``beta`` out of decay.
+
+    Args:
+        learning_rate: peak learning rate.
+        num_train_steps: optimizer updates in the whole run (epochs x steps per
+            epoch). With :func:`enable_gradient_accumulation` one ``fit`` step is
+            one update, so this is simply the number of ``fit`` steps.
+        warmup_steps: updates of linear warm-up.
+        warmup_ratio: warm-up as a fraction of ``num_train_steps`` (instead of
+            ``warmup_steps``), rounded up.
+        schedule: ``"linear"``, ``"cosine"`` or ``"constant"`` after warm-up.
+        weight_decay: decoupled weight-decay rate (0 disables it).
+        clipnorm: clip each variable's gradient to this L2 norm (Keras's
+            ``clipnorm``); ``None`` disables it.
+        global_clipnorm: clip all gradients jointly to this norm (what BERT and
+            PyTorch's ``clip_grad_norm_`` do); needs ``clipnorm=None``.
+        beta_1, beta_2, epsilon: Adam's constants (``epsilon`` is added to
+            ``sqrt(v)`` after bias correction of the step size, as Keras does).
+        exclude_from_weight_decay: name patterns kept out of weight decay.
+        jit_compile: compile the update step with XLA (Keras's default).
+
+    Returns:
+        A ``tf_keras.optimizers.AdamW``; its ``learning_rate`` is the schedule.
+
+    Example:
+
+    >>> opt = create_optimizer(3e-5, num_train_steps=1000, warmup_ratio=0.1)
+    >>> type(opt).__name__, opt.get_config()["learning_rate"]["config"]["warmup_steps"]
+    ('AdamW', 100)
+    """
+    if clipnorm is not None and global_clipnorm is not None:
+        raise ValueError(
+            f"give either clipnorm ({clipnorm}) or global_clipnorm ({global_clipnorm}); "
+            "set clipnorm=None to clip by the global norm"
+        )
+    if weight_decay is None or weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if isinstance(exclude_from_weight_decay, str):
+        exclude_from_weight_decay = (exclude_from_weight_decay,)
+    warmup_steps = resolve_warmup_steps(num_train_steps, warmup_steps, warmup_ratio)
+    lr = WarmupSchedule(learning_rate, num_train_steps, warmup_steps=warmup_steps, schedule=schedule)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=lr,
+        weight_decay=float(weight_decay),
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        clipnorm=clipnorm,
+        global_clipnorm=global_clipnorm,
+        jit_compile=jit_compile,
+    )
+    if exclude_from_weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+    return optimizer

@@ -1,0 +1,23 @@
+"""README's two set-up commands stay true: CI runs exactly the README's test command."""
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _bash_blocks(text):
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    blocks = [b.strip() for b in _bash_blocks(readme)]
+    test_commands = [b for b in blocks if "pytest" in b]
+    assert len(test_commands) == 1, "README must hold exactly one test command"
+    assert test_commands[0] in ci.splitlines()
+
+
+def test_readme_main_job_command_runs_finetune_ner():
+    blocks = [b.strip() for b in _bash_blocks((ROOT / "README.md").read_text())]
+    assert any(b.endswith("kerasllm finetune ner") and "pip install -e ." in b for b in blocks)
