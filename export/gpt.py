@@ -20,7 +20,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from kerasllm.export._common import ExportError, ExportReport, atomic_write_bytes, file_size, float32_model
+from kerasllm._io import atomic_write_bytes
+from kerasllm.export._common import ExportError, ExportReport, file_size, float32_model
 from kerasllm.export.tflite import _check_signatures, _interpreter_class, convert_saved_model
 from kerasllm.models import call_with_cache
 

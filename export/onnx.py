@@ -17,10 +17,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kerasllm._io import atomic_write_with
 from kerasllm.export._common import (
     ExportError,
     ExportReport,
-    atomic_write_with,
     check_assets,
     check_max_length,
     file_size,

@@ -16,9 +16,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kerasllm._io import atomic_replace_dir
 from kerasllm.export._common import (
     ExportReport,
-    atomic_replace_dir,
     check_assets,
     check_max_length,
     file_size,

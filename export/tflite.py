@@ -31,10 +31,10 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from kerasllm._io import atomic_write_bytes
 from kerasllm.export._common import (
     ExportError,
     ExportReport,
-    atomic_write_bytes,
     check_assets,
     check_max_length,
     file_size,

@@ -17,6 +17,7 @@ MODULES = [
     "kerasllm.models.heads",
     "kerasllm.models.summary",
     "kerasllm.data.augment",
+    "kerasllm._io",
 ]
 
 

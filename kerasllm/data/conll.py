@@ -18,7 +18,7 @@ import json
 import os
 import re
 
-from kerasllm.data._io import atomic_write_text
+from kerasllm._io import atomic_write_text
 from kerasllm.evaluation.ner import extract_entities, split_tag
 
 SCHEMES = ("BIO", "IOB1", "BIOES", "BILOU")

@@ -1,9 +1,8 @@
 """Model configurations and presets."""
 import dataclasses
 import json
-import os
-import tempfile
 
+from kerasllm._io import atomic_write_json
 from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
 from kerasllm.layers.embeddings import POSITION_TYPES
 
@@ -126,7 +125,7 @@ class TransformerConfig:
 
     def save(self, path):
         """Write the config as JSON (atomically)."""
-        write_json_atomic(path, self.to_dict())
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path):
@@ -136,22 +135,6 @@ class TransformerConfig:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(data)
-
-
-def write_json_atomic(path, data):
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _bert(layers, hidden, heads):

@@ -11,7 +11,8 @@ import shutil
 import tempfile
 
 from kerasllm.models.bert import bert_encoder, bert_pretraining, sequence_classifier, token_classifier
-from kerasllm.models.config import TransformerConfig, write_json_atomic
+from kerasllm._io import atomic_write_json
+from kerasllm.models.config import TransformerConfig
 from kerasllm.models.encoder_decoder import encoder_decoder
 from kerasllm.models.gpt import gpt_decoder
 
@@ -57,7 +58,7 @@ def save_pretrained(model, directory, **extra):
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(directory)}.tmp-")
     try:
         config.save(os.path.join(staging, CONFIG_NAME))
-        write_json_atomic(os.path.join(staging, TASK_NAME), {**task, **extra})
+        atomic_write_json(os.path.join(staging, TASK_NAME), {**task, **extra})
         model.save_weights(os.path.join(staging, WEIGHTS_NAME))
         if os.path.isdir(directory):
             # Keep files other tools wrote (tokenizer, metrics, logs): move them over.

@@ -85,9 +85,9 @@ def count_words(
 
 
 def _write_vocab(path: Path, vocab: Sequence[str]) -> None:
-    from kerasllm.tokenizers.wordpiece import _atomic_write_text
+    from kerasllm._io import atomic_write_text
 
-    _atomic_write_text(path, "".join(t + "\n" for t in vocab))
+    atomic_write_text(path, "".join(t + "\n" for t in vocab))
 
 
 def _learn(counts, vocab_size, reserved, max_token_length, max_unique_chars) -> list:

@@ -48,7 +48,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -57,6 +56,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.core.pybinds import pywrap_fast_wordpiece_tokenizer_model_builder
 
+from kerasllm._io import atomic_write_text
 from kerasllm.tokenizers import _normalization
 
 SUFFIX_INDICATOR = "##"
@@ -122,21 +122,6 @@ def _read_vocab(path: Path) -> list:
         )
     with open(path, encoding="utf-8") as f:
         return [line.rstrip("\n").rstrip("\r") for line in f]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a vocabulary is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclasses.dataclass
@@ -391,9 +376,9 @@ class WordPieceTokenizer:
     def save(self, directory: Union[str, os.PathLike]) -> Path:
         """Write ``vocab.txt`` and ``tokenizer_config.json`` into ``directory``."""
         directory = Path(directory)
-        _atomic_write_text(directory / VOCAB_FILENAME, "".join(t + "\n" for t in self._vocab))
+        atomic_write_text(directory / VOCAB_FILENAME, "".join(t + "\n" for t in self._vocab))
         config = {"tokenizer_class": type(self).__name__, **self.get_config()}
-        _atomic_write_text(directory / CONFIG_FILENAME, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(directory / CONFIG_FILENAME, json.dumps(config, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -6,7 +6,6 @@ its tokenizer, train with ``model.fit``, keep the best checkpoint by dev entity
 F1, score the test set, and export a TFLite file verified against Keras.
 """
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -15,6 +14,7 @@ import time
 import numpy as np
 import tf_keras as keras
 
+from kerasllm._io import atomic_write_json
 from kerasllm.data import LabelMap, read_conll, write_ner_corpus
 from kerasllm.data.augment import replace_mentions
 from kerasllm.data.conll import ConllDataset
@@ -261,15 +261,11 @@ def run_ner_finetune(cfg, log=_log):
         metrics[name] = scores
         log(f"\n{name} set ({len(sentences)} sentences):\n{format_report(scores)}")
     metrics_path = os.path.join(cfg.out, "metrics.json")
-    with open(metrics_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(metrics_path + ".tmp", metrics_path)
+    atomic_write_json(metrics_path, metrics)
 
     if cfg.export:
         metrics["export"] = export_and_verify(best, cfg, test or dev or train, windows_of, label_map, log, train_windows)
-        with open(metrics_path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(metrics_path + ".tmp", metrics_path)
+        atomic_write_json(metrics_path, metrics)
     if test:
         log(f"test entity F1: {metrics['test']['f1'] * 100:.2f}")
     log(f"model: {best_dir}   metrics: {metrics_path}")
