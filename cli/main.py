@@ -9,12 +9,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import kerasllm  # noqa: E402
 
-console = Console()
+from ._common import console, run_user_errors as _run_user_errors  # noqa: E402,F401
 app = typer.Typer(
     name="kerasllm",
     help="Transformer language models on TensorFlow/Keras: build, fine-tune, compress, export.",
@@ -119,9 +118,9 @@ app.add_typer(finetune_app, name="finetune")
 
 @finetune_app.command("ner")
 def finetune_ner(
-    train: Optional[str] = typer.Option(None, help="Training CoNLL file (2- or 4-column). Omit all data options to use the embedded corpus."),
-    dev: Optional[str] = typer.Option(None, help="Dev CoNLL file: early stopping and best checkpoint by entity F1."),
-    test: Optional[str] = typer.Option(None, help="Test CoNLL file, scored with the best checkpoint."),
+    train: Optional[str] = typer.Option(None, help="Training CoNLL file (2- or 4-column). Omit all data options to use the embedded corpus. \\[default: none]"),
+    dev: Optional[str] = typer.Option(None, help="Dev CoNLL file: early stopping and best checkpoint by entity F1. \\[default: none]"),
+    test: Optional[str] = typer.Option(None, help="Test CoNLL file, scored with the best checkpoint. \\[default: none]"),
     model: str = typer.Option("bert-tiny", help="A preset (trained from scratch with a vocabulary learnt from --train) or a kerasllm model folder."),
     out: str = typer.Option(os.path.join("saved_models", "ner-default"), help="Output folder: model/, metrics.json, logs/, model.tflite."),
     epochs: int = typer.Option(12, help="Maximum number of epochs."),
@@ -153,18 +152,11 @@ def finetune_ner(
     _run_user_errors(run_ner_finetune, cfg)
 
 
-def _run_user_errors(fn, *args):
-    """Run ``fn``; errors a user can cause end in one red line and exit code 2, not a traceback.
+from . import bench_cmd, export_cmd, ner_cmds  # noqa: E402  (each adds its commands to ``app``)
 
-    Set ``KERASLLM_DEBUG=1`` to see the full traceback instead.
-    """
-    try:
-        return fn(*args)
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("KERASLLM_DEBUG"):
-            raise
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(2)
+export_cmd.register(app)
+bench_cmd.register(app)
+ner_cmds.register(app)
 
 
 def main():

@@ -330,3 +330,120 @@ def export_and_verify(model, cfg, sentences, windows_of, label_map, log=_log, tr
         f"latency at batch 1, length {one['input_ids'].shape[1]}: p50 {timing['p50_ms']:.2f} ms, p95 {timing['p95_ms']:.2f} ms"
     )
     return result
+
+
+# ------------------------------------------------------------------ prediction on raw text
+
+
+def load_ner_folder(directory):
+    """Load a fine-tuned NER model folder: ``(model, tokenizer, label_map)``.
+
+    The folder is what ``kerasllm finetune ner`` writes to ``OUT/model``. Raises a
+    ``FileNotFoundError``/``ValueError`` naming the folder when it is not one.
+    """
+    from kerasllm.models import load_pretrained
+    from kerasllm.tokenizers import WordPieceTokenizer
+
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"--model {directory}: no such folder")
+    labels_path = os.path.join(directory, "labels.json")
+    if not os.path.isfile(labels_path):
+        raise FileNotFoundError(f"--model {directory}: labels.json is missing (not a fine-tuned NER model folder)")
+    model = load_pretrained(directory)
+    task = model.kerasllm_task.get("task")
+    if task != "token_classification":
+        raise ValueError(f"--model {directory}: its task is {task!r}, not 'token_classification'")
+    tokenizer = WordPieceTokenizer.load(directory)
+    if tokenizer.vocab_size != model.kerasllm_config.vocab_size:
+        raise ValueError(
+            f"--model {directory}: vocab.txt has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"has {model.kerasllm_config.vocab_size}"
+        )
+    label_map = LabelMap.from_json(labels_path)
+    if label_map.num_labels != model.output_shape[-1]:
+        raise ValueError(
+            f"--model {directory}: labels.json has {label_map.num_labels} labels but the classifier "
+            f"has {model.output_shape[-1]} outputs"
+        )
+    return model, tokenizer, label_map
+
+
+def _is_mark(char):
+    import unicodedata
+
+    return unicodedata.category(char).startswith("M")
+
+
+def split_words(tokenizer, text):
+    """Split ``text`` into the tokenizer's basic words; return ``(words, spans)``.
+
+    ``spans[i] = (start, end)`` are character offsets into ``text`` with
+    ``text[start:end] == words[i]``. The words are those :meth:`encode` finds
+    (whitespace and punctuation splits), so :meth:`encode_words` on them gives
+    the same word pieces as encoding the text. A word's span runs from its first
+    sub-word's start to its last sub-word's end, and over any combining marks
+    right after it (decomposed accents, ``e`` + U+0301), which the tokenizer's end
+    offsets leave out. Characters that normalise away (control, zero-width)
+    belong to no word.
+    """
+    encoding = tokenizer.encode(text)
+    bounds = {}
+    for word, (start, end) in zip(encoding.word_ids, encoding.offsets):
+        if word is None:
+            continue
+        if word in bounds:
+            s, e = bounds[word]
+            bounds[word] = (min(s, start), max(e, end))
+        else:
+            bounds[word] = (start, end)
+    ordered = [bounds[w] for w in sorted(bounds)]
+    spans = []
+    for i, (start, end) in enumerate(ordered):
+        limit = ordered[i + 1][0] if i + 1 < len(ordered) else len(text)
+        while end < limit and _is_mark(text[end]):
+            end += 1
+        spans.append((start, end))
+    return [text[s:e] for s, e in spans], spans
+
+
+def entities_from_tags(tags, scores, label_map):
+    """``[(type, first_word, end_word, score)]`` of one sentence's BIO tags.
+
+    ``score`` is the mean probability of the predicted label over the entity's words.
+    """
+    from kerasllm.evaluation import extract_entities
+
+    index = label_map.label_to_id
+    out = []
+    for type_, start, end in extract_entities(tags):
+        probs = [float(scores[i, index[tags[i]]]) for i in range(start, end)]
+        out.append((type_, start, end, float(np.mean(probs))))
+    return out
+
+
+def predict_entities(model, tokenizer, label_map, texts, max_length=128, stride=None, batch_size=32):
+    """Entity spans in raw ``texts``: per text a list of dicts.
+
+    Each dict has ``start``/``end`` (character offsets into the text), ``type``,
+    ``text`` (``text[start:end]``) and ``score`` (mean probability of the predicted
+    labels over the entity's words; a word's probabilities come from its first
+    sub-word). Texts longer than ``max_length`` sub-words are windowed exactly as
+    in training (:func:`encode_sentences`) and merged back per word.
+    """
+    from kerasllm.data import Sentence
+
+    split = [split_words(tokenizer, text) for text in texts]
+    keep = [i for i, (words, _) in enumerate(split) if words]
+    sentences = [Sentence(split[i][0], ["O"] * len(split[i][0])) for i in keep]
+    results = [[] for _ in texts]
+    if not sentences:
+        return results
+    windows = encode_sentences(sentences, tokenizer, None, max_length, stride)
+    tags, scores = predict_tags(model, sentences, windows, label_map, batch_size)
+    for i, sentence_tags, sentence_scores in zip(keep, tags, scores):
+        text, spans = texts[i], split[i][1]
+        for type_, first, end, score in entities_from_tags(sentence_tags, sentence_scores, label_map):
+            start, stop = spans[first][0], spans[end - 1][1]
+            results[i].append({"start": start, "end": stop, "type": type_, "text": text[start:stop], "score": score})
+    return results
