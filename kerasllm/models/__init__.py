@@ -5,6 +5,7 @@ from kerasllm.models.encoder_decoder import encoder_decoder
 from kerasllm.models.gpt import call_with_cache, gpt_decoder, init_cache
 from kerasllm.models.saving import build_model, load_pretrained, save_pretrained
 from kerasllm.models.summary import summary
+from kerasllm.checkpoints.auto import from_pretrained  # noqa: E402  (after saving: it imports it)
 
 __all__ = [
     "PRESETS",
@@ -15,6 +16,7 @@ __all__ = [
     "build_model",
     "call_with_cache",
     "encoder_decoder",
+    "from_pretrained",
     "get_preset",
     "gpt_decoder",
     "init_cache",

@@ -1,0 +1,163 @@
+"""Google's original BERT TensorFlow checkpoints (``bert_config.json``, ``bert_model.ckpt.*``), both ways."""
+import glob
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from kerasllm._io import atomic_write_json
+from kerasllm.checkpoints._common import arrays_from_table, arrays_to_table, assign, check_vocab, report_unused
+from kerasllm.checkpoints.tables import BERT_GOOGLE_TABLE
+from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
+from kerasllm.models.config import TransformerConfig
+from kerasllm.models.saving import build_model
+
+CONFIG_NAME = "bert_config.json"
+CKPT_NAME = "bert_model.ckpt"
+# Optimizer slots and counters stored next to the weights by run_pretraining.py.
+_IGNORED_SUFFIXES = ("/adam_m", "/adam_v", "global_step", "good_steps", "loss_scale")
+
+
+def find_checkpoint(directory):
+    """The checkpoint prefix in ``directory`` (``bert_model.ckpt`` or the one ``checkpoint`` names)."""
+    preferred = os.path.join(directory, CKPT_NAME)
+    if os.path.isfile(preferred + ".index"):
+        return preferred
+    latest = tf.train.latest_checkpoint(directory)
+    if latest:
+        return latest
+    found = sorted(glob.glob(os.path.join(directory, "*.ckpt*.index")))
+    if found:
+        return found[0][: -len(".index")]
+    raise FileNotFoundError(f"no TensorFlow checkpoint in {directory}: looked for {CKPT_NAME}.index and a 'checkpoint' file")
+
+
+def is_google_folder(directory):
+    return os.path.isfile(os.path.join(directory, CONFIG_NAME)) or bool(
+        glob.glob(os.path.join(directory, "*.ckpt*.index"))
+    )
+
+
+def config_from_google(raw, path):
+    act = raw.get("hidden_act", "gelu")
+    key = ACTIVATION_ALIASES.get(act, act)
+    if key not in ACTIVATIONS:
+        raise ValueError(f"{path}: hidden_act {act!r} is not supported; kerasllm has {sorted(ACTIVATIONS)}")
+    try:
+        return TransformerConfig(
+            model_type="bert",
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            num_layers=raw["num_hidden_layers"],
+            num_heads=raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"],
+            max_position=raw.get("max_position_embeddings", 512),
+            type_vocab_size=raw.get("type_vocab_size", 2),
+            activation=key,
+            dropout=raw.get("hidden_dropout_prob", 0.1),
+            attention_dropout=raw.get("attention_probs_dropout_prob", 0.1),
+            layer_norm_epsilon=raw.get("layer_norm_eps", 1e-12),
+            initializer_range=raw.get("initializer_range", 0.02),
+        )
+    except KeyError as err:
+        raise ValueError(f"{path}: missing field {err.args[0]!r}") from None
+
+
+def load_google(directory, task=None, num_labels=None):
+    """Build a kerasllm BERT for a Google BERT checkpoint folder and load its weights.
+
+    Default task: ``pretraining`` when the checkpoint has the ``cls/`` heads (with
+    next-sentence prediction when ``cls/seq_relationship`` is there),
+    ``sequence_classification`` when it has ``output_weights`` (run_classifier.py),
+    else ``encoder``.
+    """
+    config_path = os.path.join(directory, CONFIG_NAME)
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{directory} has a TensorFlow checkpoint but no {CONFIG_NAME}")
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path}: not valid JSON ({err})") from None
+    config = config_from_google(raw, config_path)
+    prefix = find_checkpoint(directory)
+    check_vocab(directory, config.vocab_size, config_path)
+    reader = tf.train.load_checkpoint(prefix)
+    names = [n for n in reader.get_variable_to_shape_map() if not n.endswith(_IGNORED_SUFFIXES)]
+    tensors = {n: reader.get_tensor(n) for n in names}
+    info = {}
+    if task is None:
+        if "cls/predictions/output_bias" in tensors:
+            task = "pretraining"
+        elif "output_weights" in tensors:
+            task = "sequence_classification"
+        else:
+            task = "encoder"
+    if task == "masked_lm":
+        task, info = "pretraining", {"next_sentence": False}
+    elif task == "pretraining":
+        info = {"next_sentence": "cls/seq_relationship/output_bias" in tensors}
+    elif task in ("token_classification", "sequence_classification"):
+        labels = tensors["output_bias"].shape[0] if "output_bias" in tensors else 2
+        info = {"num_labels": num_labels or labels}
+    values, used = arrays_from_table(tensors, BERT_GOOGLE_TABLE, config.num_layers, prefix)
+    model = build_model(config, task, **info)
+    assign(model, values, prefix)
+    report_unused([n for n in tensors if n not in used], prefix)
+    model.kerasllm_task = {"task": task, **info}
+    return model
+
+
+def save_google_checkpoint(model, directory, tokenizer=None):
+    """Write a kerasllm BERT as a Google BERT checkpoint folder.
+
+    Writes ``bert_config.json``, ``bert_model.ckpt.index``/``.data-00000-of-00001``
+    (plain variable names such as ``bert/encoder/layer_0/attention/self/query/kernel``),
+    a ``checkpoint`` file and, with a ``WordPieceTokenizer``, ``vocab.txt``.
+    Staged next to ``directory`` and renamed into place. Returns ``directory``.
+    """
+    config = model.kerasllm_config
+    if config.model_type != "bert" or config.normalize_first or config.position_embedding != "learned":
+        raise ValueError("save_google_checkpoint needs a post-LN BERT with learned positions")
+    tensors = arrays_to_table(model, BERT_GOOGLE_TABLE, config.num_layers)
+    raw = {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": ACTIVATION_ALIASES.get(config.activation, config.activation).replace("gelu_tanh", "gelu_new"),
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "max_position_embeddings": config.max_position,
+        "type_vocab_size": config.type_vocab_size,
+        "initializer_range": config.initializer_range,
+    }
+    if config.layer_norm_epsilon != 1e-12:
+        raw["layer_norm_eps"] = config.layer_norm_epsilon  # Google's code fixes 1e-12
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(directory)}.tmp-")
+    try:
+        atomic_write_json(os.path.join(staging, CONFIG_NAME), raw)
+        names = sorted(tensors)
+        tf.raw_ops.SaveV2(
+            prefix=os.path.join(staging, CKPT_NAME),
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[tf.constant(tensors[n]) for n in names],
+        )
+        with open(os.path.join(staging, "checkpoint"), "w", encoding="utf-8") as f:
+            f.write(f'model_checkpoint_path: "{CKPT_NAME}"\nall_model_checkpoint_paths: "{CKPT_NAME}"\n')
+        if tokenizer is not None:
+            tokenizer.save(staging)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
