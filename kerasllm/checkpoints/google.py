@@ -10,8 +10,7 @@ import tensorflow as tf
 from kerasllm._io import atomic_write_json
 from kerasllm.checkpoints._common import arrays_from_table, arrays_to_table, assign, check_vocab, report_unused
 from kerasllm.checkpoints.tables import BERT_GOOGLE_TABLE
-from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
-from kerasllm.models.config import TransformerConfig
+from kerasllm.checkpoints.hf import config_from_hf
 from kerasllm.models.saving import build_model
 
 CONFIG_NAME = "bert_config.json"
@@ -41,28 +40,8 @@ def is_google_folder(directory):
 
 
 def config_from_google(raw, path):
-    act = raw.get("hidden_act", "gelu")
-    key = ACTIVATION_ALIASES.get(act, act)
-    if key not in ACTIVATIONS:
-        raise ValueError(f"{path}: hidden_act {act!r} is not supported; kerasllm has {sorted(ACTIVATIONS)}")
-    try:
-        return TransformerConfig(
-            model_type="bert",
-            vocab_size=raw["vocab_size"],
-            hidden_size=raw["hidden_size"],
-            num_layers=raw["num_hidden_layers"],
-            num_heads=raw["num_attention_heads"],
-            intermediate_size=raw["intermediate_size"],
-            max_position=raw.get("max_position_embeddings", 512),
-            type_vocab_size=raw.get("type_vocab_size", 2),
-            activation=key,
-            dropout=raw.get("hidden_dropout_prob", 0.1),
-            attention_dropout=raw.get("attention_probs_dropout_prob", 0.1),
-            layer_norm_epsilon=raw.get("layer_norm_eps", 1e-12),
-            initializer_range=raw.get("initializer_range", 0.02),
-        )
-    except KeyError as err:
-        raise ValueError(f"{path}: missing field {err.args[0]!r}") from None
+    """A :class:`TransformerConfig` from Google's ``bert_config.json`` (Hugging Face BERT's field names)."""
+    return config_from_hf({**raw, "model_type": "bert"}, path)
 
 
 def load_google(directory, task=None, num_labels=None):
@@ -128,7 +107,7 @@ def save_google_checkpoint(model, directory, tokenizer=None):
         "num_hidden_layers": config.num_layers,
         "num_attention_heads": config.num_heads,
         "intermediate_size": config.intermediate_size,
-        "hidden_act": ACTIVATION_ALIASES.get(config.activation, config.activation).replace("gelu_tanh", "gelu_new"),
+        "hidden_act": config.activation.replace("gelu_tanh", "gelu_new"),
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attention_dropout,
         "max_position_embeddings": config.max_position,

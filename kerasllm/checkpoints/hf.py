@@ -59,7 +59,17 @@ def _activation(name, path):
 
 
 def config_from_hf(hf, path):
-    """A :class:`TransformerConfig` from a Hugging Face BERT or GPT-2 ``config.json`` dict."""
+    """A :class:`TransformerConfig` from a Hugging Face BERT or GPT-2 ``config.json`` dict.
+
+    Google's ``bert_config.json`` uses the same field names as Hugging Face BERT.
+    """
+    try:
+        return _config_from_hf(hf, path)
+    except KeyError as err:
+        raise ValueError(f"{path}: missing field {err.args[0]!r}") from None
+
+
+def _config_from_hf(hf, path):
     model_type = hf.get("model_type")
     if model_type == "bert":
         if hf.get("position_embedding_type", "absolute") != "absolute":

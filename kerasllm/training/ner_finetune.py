@@ -90,9 +90,16 @@ def prepare_data(cfg, log=_log):
 
 
 def build_model_and_tokenizer(cfg, train, label_map, log=_log):
-    """A token classifier and its tokenizer: from a preset (with a vocabulary trained on ``train``)
-    or from a kerasllm model folder (its weights and ``vocab.txt``; a new classifier head)."""
-    from kerasllm.models import get_preset, load_pretrained, token_classifier, PRESETS
+    """A token classifier and its tokenizer.
+
+    ``cfg.model`` is a preset (trained from scratch, with a WordPiece vocabulary
+    learnt from ``train``) or a folder: a kerasllm model, a Hugging Face BERT folder
+    or a Google BERT checkpoint (anything :func:`kerasllm.checkpoints.from_pretrained`
+    reads), with its ``vocab.txt``. From a folder the encoder weights are loaded and
+    the classifier head is initialised fresh.
+    """
+    from kerasllm.checkpoints import from_pretrained
+    from kerasllm.models import PRESETS, get_preset, token_classifier
     from kerasllm.tokenizers import WordPieceTokenizer, train_wordpiece_vocab
 
     if cfg.model in PRESETS:
@@ -103,9 +110,15 @@ def build_model_and_tokenizer(cfg, train, label_map, log=_log):
         log(f"model: preset {cfg.model} from scratch, WordPiece vocabulary of {len(vocab)} trained on the training set")
         return token_classifier(config, label_map.num_labels), tokenizer
     if os.path.isdir(cfg.model):
-        base = load_pretrained(cfg.model)
-        tokenizer = WordPieceTokenizer.load(cfg.model)
+        base = from_pretrained(cfg.model)
         config = base.kerasllm_config
+        if config.model_type != "bert":
+            raise ValueError(f"--model {cfg.model}: NER needs an encoder (BERT-style) model, got model_type={config.model_type!r}")
+        if cfg.max_length > config.max_position:
+            raise ValueError(
+                f"--max-length {cfg.max_length} exceeds the {config.max_position} positions of {cfg.model}"
+            )
+        tokenizer = WordPieceTokenizer.load(cfg.model)
         if tokenizer.vocab_size != config.vocab_size:
             raise ValueError(
                 f"{cfg.model}: vocab.txt has {tokenizer.vocab_size} tokens but the model's embedding "
@@ -116,7 +129,8 @@ def build_model_and_tokenizer(cfg, train, label_map, log=_log):
         log(f"model: {cfg.model} ({copied} layers loaded; classifier head initialised fresh)")
         return model, tokenizer
     raise ValueError(
-        f"--model {cfg.model!r} is neither a preset ({', '.join(PRESETS)}) nor a kerasllm model folder"
+        f"--model {cfg.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model folder "
+        "(kerasllm, Hugging Face BERT or Google BERT)"
     )
 
 
