@@ -153,6 +153,9 @@ def finetune_ner(
 
 
 from . import bench_cmd, export_cmd, ner_cmds  # noqa: E402  (each adds its commands to ``app``)
+from . import convert_cmds  # noqa: E402
+
+convert_cmds.register(app)
 
 export_cmd.register(app)
 bench_cmd.register(app)

@@ -1,17 +1,20 @@
-"""Tokenizers: BERT WordPiece on TensorFlow Text, and WordPiece vocabulary training.
+"""Tokenizers: BERT WordPiece on TensorFlow Text, GPT-2 byte-level BPE on KerasHub, vocabulary training.
 
 ``WordPieceTokenizer`` and ``Encoding`` live in ``wordpiece.py``,
-``train_wordpiece_vocab`` in ``training.py``. They are imported on first use so
+``train_wordpiece_vocab`` in ``training.py``, ``BytePairTokenizer`` and
+``train_bpe_vocab`` in ``bpe.py``. They are imported on first use so
 that ``import kerasllm.tokenizers`` stays cheap.
 """
 import importlib
 
-__all__ = ["WordPieceTokenizer", "Encoding", "train_wordpiece_vocab"]
+__all__ = ["WordPieceTokenizer", "Encoding", "train_wordpiece_vocab", "BytePairTokenizer", "train_bpe_vocab"]
 
 _WHERE = {
     "WordPieceTokenizer": "kerasllm.tokenizers.wordpiece",
     "Encoding": "kerasllm.tokenizers.wordpiece",
     "train_wordpiece_vocab": "kerasllm.tokenizers.training",
+    "BytePairTokenizer": "kerasllm.tokenizers.bpe",
+    "train_bpe_vocab": "kerasllm.tokenizers.bpe",
 }
 
 
