@@ -2,12 +2,10 @@
 import glob
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
-from kerasllm._io import atomic_write_json
+from kerasllm._io import atomic_replace_dir, atomic_write_json
 from kerasllm.checkpoints._common import arrays_from_table, arrays_to_table, assign, check_vocab, report_unused
 from kerasllm.checkpoints.tables import BERT_GOOGLE_TABLE
 from kerasllm.checkpoints.hf import config_from_hf
@@ -116,11 +114,7 @@ def save_google_checkpoint(model, directory, tokenizer=None):
     }
     if config.layer_norm_epsilon != 1e-12:
         raw["layer_norm_eps"] = config.layer_norm_epsilon  # Google's code fixes 1e-12
-    directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(directory)}.tmp-")
-    try:
+    def build(staging):
         atomic_write_json(os.path.join(staging, CONFIG_NAME), raw)
         names = sorted(tensors)
         tf.raw_ops.SaveV2(
@@ -133,10 +127,6 @@ def save_google_checkpoint(model, directory, tokenizer=None):
             f.write(f'model_checkpoint_path: "{CKPT_NAME}"\nall_model_checkpoint_paths: "{CKPT_NAME}"\n')
         if tokenizer is not None:
             tokenizer.save(staging)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    atomic_replace_dir(build, directory)
     return directory

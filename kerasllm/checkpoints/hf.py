@@ -1,12 +1,10 @@
 """Hugging Face BERT and GPT-2 folders: ``config.json`` + safetensors (or ``tf_model.h5``), both ways."""
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
-from kerasllm._io import atomic_write_json
+from kerasllm._io import atomic_replace_dir, atomic_write_json
 from kerasllm.checkpoints._common import (
     arrays_from_table,
     arrays_to_table,
@@ -355,22 +353,14 @@ def save_hf(model, out_dir, tokenizer=None):
     from safetensors.numpy import save_file
 
     tensors, hf = hf_tensors(model)
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.tmp-")
-    try:
+    def build(staging):
         atomic_write_json(os.path.join(staging, "config.json"), hf)
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                   os.path.join(staging, SAFETENSORS), metadata={"format": "pt"})
         if tokenizer is not None:
             _save_tokenizer(tokenizer, staging, model.kerasllm_config)
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    atomic_replace_dir(build, out_dir)
     return out_dir
 
 

@@ -20,7 +20,7 @@ import regex
 import tensorflow as tf
 
 from kerasllm._io import atomic_write_text
-from kerasllm.tokenizers.wordpiece import Encoding
+from kerasllm.tokenizers.wordpiece import Encoding, stack_encodings
 
 VOCAB_FILENAME = "vocab.json"
 MERGES_FILENAME = "merges.txt"
@@ -418,7 +418,7 @@ class BytePairTokenizer:
     ) -> dict:
         """Encode many texts in one library call, padded to a common length.
 
-        Returns NumPy int32 arrays ``input_ids``, ``attention_mask``,
+        Returns NumPy int32 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` (zeros),
         ``word_ids`` (``-1`` on padding) ``[batch, length]`` and ``offsets``
         ``[batch, length, 2]``. ``padding="max_length"`` pads to
         ``max_length``, anything else to the longest row.
@@ -436,22 +436,7 @@ class BytePairTokenizer:
             length = max(length, max_length)
         elif padding not in (True, False, "longest", "do_not_pad"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
-        pad = self.pad_id if self.pad_id is not None else 0
-        n = len(encodings)
-        out = {
-            "input_ids": np.full([n, length], pad, np.int32),
-            "attention_mask": np.zeros([n, length], np.int32),
-            "word_ids": np.full([n, length], -1, np.int32),
-            "offsets": np.zeros([n, length, 2], np.int32),
-        }
-        for i, e in enumerate(encodings):
-            k = len(e)
-            out["input_ids"][i, :k] = e.input_ids
-            out["attention_mask"][i, :k] = 1
-            out["word_ids"][i, :k] = e.word_ids
-            if k:
-                out["offsets"][i, :k] = np.asarray(e.offsets, np.int32).reshape(k, 2)
-        return out
+        return stack_encodings(encodings, length, self.pad_id if self.pad_id is not None else 0)
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:

@@ -215,6 +215,31 @@ def split_on_spaces(texts: tf.Tensor):
     return words, starts
 
 
+def stack_encodings(encodings, length, pad_id):
+    """Stack :class:`Encoding` s into int32 arrays ``[n, length]`` (``offsets``: ``[n, length, 2]``).
+
+    Positions past an encoding are padding: ``pad_id``, mask 0, word id -1, offsets (0, 0).
+    Shared by the WordPiece and byte-level BPE tokenizers.
+    """
+    n = len(encodings)
+    out = {
+        "input_ids": np.full([n, length], pad_id, np.int32),
+        "token_type_ids": np.zeros([n, length], np.int32),
+        "attention_mask": np.zeros([n, length], np.int32),
+        "word_ids": np.full([n, length], -1, np.int32),
+        "offsets": np.zeros([n, length, 2], np.int32),
+    }
+    for i, e in enumerate(encodings):
+        k = len(e)
+        out["input_ids"][i, :k] = e.input_ids
+        out["token_type_ids"][i, :k] = e.token_type_ids
+        out["attention_mask"][i, :k] = e.attention_mask
+        out["word_ids"][i, :k] = [-1 if w is None else w for w in e.word_ids]
+        if k:
+            out["offsets"][i, :k] = np.asarray(e.offsets, np.int32).reshape(k, 2)
+    return out
+
+
 class WordPieceTokenizer:
     """BERT WordPiece tokenizer on TensorFlow Text, equal to Hugging Face's.
 
@@ -720,23 +745,7 @@ class WordPieceTokenizer:
         length = max([len(e) for e in encodings], default=0)
         if pad_to is not None:
             length = max(length, pad_to)
-        n = len(encodings)
-        out = {
-            "input_ids": np.full([n, length], self.pad_id, np.int32),
-            "token_type_ids": np.zeros([n, length], np.int32),
-            "attention_mask": np.zeros([n, length], np.int32),
-            "word_ids": np.full([n, length], -1, np.int32),
-            "offsets": np.zeros([n, length, 2], np.int32),
-        }
-        for i, e in enumerate(encodings):
-            k = len(e)
-            out["input_ids"][i, :k] = e.input_ids
-            out["token_type_ids"][i, :k] = e.token_type_ids
-            out["attention_mask"][i, :k] = e.attention_mask
-            out["word_ids"][i, :k] = [-1 if w is None else w for w in e.word_ids]
-            if k:
-                out["offsets"][i, :k] = np.asarray(e.offsets, np.int32).reshape(k, 2)
-        return out
+        return stack_encodings(encodings, length, self.pad_id)
 
     # ---------------------------------------------------------- decoding
     def detokenize(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
