@@ -1,10 +1,7 @@
 """Strategy selection, MirroredStrategy equivalence (2 logical CPUs), mixed precision, seeding, docstrings."""
 import doctest
 import importlib
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -15,8 +12,8 @@ import tf_keras as keras
 
 from kerasllm.training import set_mixed_precision, set_seed, strategy
 from kerasllm.training.distribution import _tpu_hint
+from tests._subprocess import run_result_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a fresh interpreter: logical devices must be configured before TF initialises.
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -57,18 +54,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def mirrored_result():
-    done = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert done.returncode == 0 and line, done.stderr[-3000:]
-    result = json.loads(line[0][len("RESULT ") :])
-    result["stdout"] = done.stdout
+    result, stdout = run_result_script(MIRRORED_SCRIPT, timeout=300)
+    result["stdout"] = stdout
     return result
 
 

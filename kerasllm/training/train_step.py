@@ -32,13 +32,22 @@ it draws:
    inputs have no such key, the number of elements of the first input), which
    :class:`~kerasllm.training.ThroughputProgress` turns into tokens/s.
 
+3. *One loss under every strategy*: the ``loss`` (and ``val_loss``) in the logs is
+   the mean of the step losses weighted by the global batch size, Keras's own
+   formula on one device. Keras's tracker would weight each replica's share by
+   that replica's batch size, which differs from the one-device figure whenever
+   a batch splits unevenly over replicas (a partial last batch; replicas with
+   different token counts). A custom ``train_step`` that calls ``compute_loss``
+   more than once keeps its own ``loss``.
+
 With ``gradient_accumulation_steps=1`` the model's own ``train_step`` runs
-unchanged and only ``tokens`` is added. Mixed precision is handled: with a
+unchanged; ``tokens`` is added and ``loss`` reported as above. Mixed precision is handled: with a
 ``LossScaleOptimizer`` each slice's loss is scaled and the sum is unscaled once.
 
 The patch lives on the instance: it is not saved with the model and is lost by
 ``clone_model``; call :func:`install_train_step` again after rebuilding.
 """
+import threading
 import types
 
 import tensorflow as tf
@@ -122,6 +131,7 @@ def _accumulating_step(model, data, steps):
         total = tf.cast(tf.maximum(batch, 1), tf.float32)
     summed = [None] * len(variables)
     previous = []
+    step_loss = 0.0
     for start, stop in bounds:
         # The slice waits for the previous slice's gradients, so slices run one
         # after the other instead of all at once (which would not save memory).
@@ -132,6 +142,7 @@ def _accumulating_step(model, data, steps):
             y_pred = model(xi, training=True)
             loss = model.compute_loss(xi, yi, y_pred, wi)
             weighted = loss * tf.cast(weight, loss.dtype)
+            step_loss = step_loss + tf.cast(weighted, tf.float32)
             if loss_scaled:
                 weighted = optimizer.get_scaled_loss(weighted)
         if hasattr(model, "_validate_target_and_loss"):
@@ -143,7 +154,78 @@ def _accumulating_step(model, data, steps):
     if loss_scaled:
         summed = optimizer.get_unscaled_gradients(summed)
     optimizer.apply_gradients(zip(summed, variables))
-    return model.get_metrics_result()
+    return model.get_metrics_result(), step_loss
+
+
+class _BatchWeightedLoss(keras.metrics.Metric):
+    """The epoch's ``loss``: step losses averaged with the global batch size as weight.
+
+    That is Keras's own formula on one device. Keras's loss tracker, under a
+    multi-replica strategy, weights each replica's share by that replica's batch
+    size instead, which drifts from the one-device value whenever a batch splits
+    unevenly (a partial last batch, token counts that differ between replicas).
+    Here every replica adds ``its batch size x the step's global loss``, so the
+    sums over replicas are those of one device.
+    """
+
+    def __init__(self, name="loss"):
+        super().__init__(name=name)
+        self.total = self.add_weight("total", initializer="zeros")
+        self.count = self.add_weight("count", initializer="zeros")
+
+    def update_state(self, value, weight):
+        self.total.assign_add(tf.cast(value, tf.float32) * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+_CAPTURE = threading.local()  # MirroredStrategy runs the replicas' steps in threads
+
+
+def _capturing_compute_loss(original):
+    """``compute_loss`` that also hands its result to :func:`_capture_loss` of this thread."""
+
+    def compute_loss(self, *args, **kwargs):
+        loss = original(self, *args, **kwargs)
+        sink = getattr(_CAPTURE, "sink", None)
+        if sink is not None:
+            sink.append(loss)
+        return loss
+
+    return compute_loss
+
+
+def _capture_loss(step):
+    """Run ``step()``; return its logs and the loss it differentiated (``None`` unless one call)."""
+    _CAPTURE.sink = captured = []
+    try:
+        logs = step()
+    finally:
+        _CAPTURE.sink = None
+    return logs, (captured[0] if len(captured) == 1 else None)
+
+
+def _report_loss(logs, loss, data, tracker):
+    """Put the strategy-independent running mean of the step losses in ``logs["loss"]``."""
+    logs = dict(logs)
+    if loss is None or "loss" not in logs:  # a custom step with its own losses: leave them
+        return logs
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    loss = tf.cast(loss, tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        # Each replica's loss is its share of the global batch's loss (kerasllm's token
+        # losses divide by the global count; Keras scales its losses by 1/replicas).
+        loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
+    tracker.update_state(loss, tf.cast(_batch_size(x), tf.float32))
+    logs["loss"] = tracker.result()
+    return logs
 
 
 def install_train_step(model, gradient_accumulation_steps=1, token_mask="attention_mask"):
@@ -175,19 +257,35 @@ def install_train_step(model, gradient_accumulation_steps=1, token_mask="attenti
         raise ValueError(f"gradient_accumulation_steps must be a positive integer, got {steps!r}")
     if not isinstance(model, keras.Model):
         raise TypeError(f"install_train_step needs a tf_keras.Model, got {type(model).__name__}")
-    original = type(model).train_step
+    original_train, original_test = type(model).train_step, type(model).test_step
+    with model.distribute_strategy.scope():
+        tracker = _BatchWeightedLoss()
+    # Not an attribute Keras tracks: the tracker's variables must stay out of the model's weights.
+    object.__setattr__(model, "_kerasllm_loss_tracker", tracker)
 
     def train_step(self, data):
         if steps == 1:
-            logs = original(self, data)
+            logs, loss = _capture_loss(lambda: original_train(self, data))
         else:
-            logs = _accumulating_step(self, data, steps)
+            logs, loss = _accumulating_step(self, data, steps)
+        logs = _report_loss(logs, loss, data, tracker)
         if token_mask is not None:
             x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-            logs = dict(logs)
             logs[TOKENS_KEY] = _count_tokens(self, x, token_mask)
         return logs
 
+    def test_step(self, data):
+        logs, loss = _capture_loss(lambda: original_test(self, data))
+        return _report_loss(logs, loss, data, tracker)
+
+    def reset_metrics(self):
+        type(self).reset_metrics(self)
+        tracker.reset_state()
+
+    model.compute_loss = types.MethodType(_capturing_compute_loss(type(model).compute_loss), model)
+    model.test_step = types.MethodType(test_step, model)
+    model.reset_metrics = types.MethodType(reset_metrics, model)
+    model.test_function = None
     model.train_step = types.MethodType(train_step, model)
     model.kerasllm_gradient_accumulation_steps = steps
     # A cached train function would still call the old step.
