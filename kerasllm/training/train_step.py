@@ -164,8 +164,8 @@ class _BatchWeightedLoss(keras.metrics.Metric):
     multi-replica strategy, weights each replica's share by that replica's batch
     size instead, which drifts from the one-device value whenever a batch splits
     unevenly (a partial last batch, token counts that differ between replicas).
-    Here every replica adds ``its batch size x the step's global loss``, so the
-    sums over replicas are those of one device.
+    Here every replica adds its share of the step's loss times the global batch
+    size, so the sums over replicas are those of one device.
     """
 
     def __init__(self, name="loss"):
@@ -173,8 +173,8 @@ class _BatchWeightedLoss(keras.metrics.Metric):
         self.total = self.add_weight("total", initializer="zeros")
         self.count = self.add_weight("count", initializer="zeros")
 
-    def update_state(self, value, weight):
-        self.total.assign_add(tf.cast(value, tf.float32) * weight)
+    def update_state(self, weighted_value, weight):
+        self.total.assign_add(weighted_value)
         self.count.assign_add(weight)
 
     def result(self):
@@ -217,13 +217,19 @@ def _report_loss(logs, loss, data, tracker):
     if loss is None or "loss" not in logs:  # a custom step with its own losses: leave them
         return logs
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-    loss = tf.cast(loss, tf.float32)
+    batch = tf.cast(_batch_size(x), tf.float32)
+    local_replicas = 1.0
     ctx = tf.distribute.get_replica_context()
     if ctx is not None and ctx.num_replicas_in_sync > 1:
         # Each replica's loss is its share of the global batch's loss (kerasllm's token
-        # losses divide by the global count; Keras scales its losses by 1/replicas).
-        loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss)
-    tracker.update_state(loss, tf.cast(_batch_size(x), tf.float32))
+        # losses divide by the global count; Keras scales its losses by 1/replicas), so
+        # the shares, each weighted by the global batch size, add up to the step's loss.
+        batch = ctx.all_reduce(tf.distribute.ReduceOp.SUM, batch)
+        local_replicas = float(len(tf.distribute.get_strategy().extended.worker_devices))
+    # Reading the tracker sums its variables over this worker's replicas, and fit then
+    # sums the logs over workers (MultiWorkerMirroredStrategy): the count is split so
+    # that it is counted once in the end.
+    tracker.update_state(tf.cast(loss, tf.float32) * batch, batch / local_replicas)
     logs["loss"] = tracker.result()
     return logs
 
