@@ -10,6 +10,7 @@ it; there each load is timed inside the child process, after imports, so both co
 measure only ``from_pretrained`` (read + build + assign). Median of ``--repeats`` loads.
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -48,15 +49,12 @@ def time_kerasllm(path, repeats):
 
 
 def time_transformers(path, repeats, ref_python):
-    try:
-        import transformers  # noqa: F401
-        import torch  # noqa: F401
-
+    if all(importlib.util.find_spec(name) for name in ("transformers", "torch")):
         command = [sys.executable]
-    except ImportError:
-        if not ref_python or not os.path.exists(ref_python):
-            return None
+    elif ref_python and os.path.exists(ref_python):
         command = [ref_python]
+    else:
+        return None
     result = subprocess.run(
         command + ["-c", _REF_SNIPPET, str(path), str(repeats)], capture_output=True, text=True, check=False
     )

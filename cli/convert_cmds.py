@@ -44,7 +44,6 @@ def _convert(path, out, to):
         raise ValueError(f"--to {to!r}: unknown output format; choose {' or '.join(TARGETS)}")
     from kerasllm.checkpoints import detect_format, from_pretrained, save_hf
     from kerasllm.models import save_pretrained
-    from kerasllm.tokenizers import WordPieceTokenizer
 
     kind = detect_format(path)
     if os.path.abspath(path) == os.path.abspath(out):
@@ -72,12 +71,8 @@ def _convert(path, out, to):
         save_pretrained(model, out)
         if tokenizer is not None:
             tokenizer.save(out)
-    elif isinstance(tokenizer, WordPieceTokenizer):
+    else:  # WordPiece: vocab.txt; BPE: vocab.json + merges.txt; each with Transformers' tokenizer_config.json
         save_hf(model, out, tokenizer=tokenizer)
-    else:
-        save_hf(model, out)
-        if tokenizer is not None:  # BPE: vocab.json, merges.txt, tokenizer_config.json as GPT-2 has them
-            tokenizer.save(out)
     console.print(f"wrote {to} folder {out}: {', '.join(sorted(os.listdir(out)))}", highlight=False, soft_wrap=True)
 
 

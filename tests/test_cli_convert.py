@@ -1,4 +1,6 @@
 """`kerasllm convert` (HF -> kerasllm -> HF, bit-exact) and `kerasllm tokenize`."""
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -105,5 +107,60 @@ def test_bpe_vocab_that_does_not_fit_the_model(tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(BPE_DIR / name, folder / name)
     line = _error_line(_run("convert", folder, "--out", tmp_path / "o"))
-    assert "1000 tokens" in line and "vocab_size is 99" in line
+    assert "vocab.json has 1000 tokens" in line and "vocab_size=99" in line
     assert not (tmp_path / "o").exists()
+
+
+def _broken_copy(tmp_path, case):
+    """The tiny BERT folder broken in one way (see test_load_errors_exit_2_with_one_line)."""
+    folder = tmp_path / case
+    shutil.copytree(TINY_BERT, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if case == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif case == "model_type":
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    elif case == "shape":
+        (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    elif case == "vocab":
+        (folder / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(98)))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_weights", r"no weights file in .*no_weights: looked for model\.safetensors"),
+        ("model_type", r"unknown model_type 't5'"),
+        ("shape", r"shape mismatch for encoder_layer_0/ffn/intermediate/kernel \(from encoder\.layer\.0\."
+                  r"intermediate\.dense\.weight\): the checkpoint gives \(32, 37\), the model expects \(32, 40\)"),
+        ("vocab", r"vocab\.txt has 98 tokens but .*vocab_size=99"),
+    ],
+)
+def test_load_errors_exit_2_with_one_line(tmp_path, case, message):
+    line = _error_line(_run("convert", _broken_copy(tmp_path, case), "--out", tmp_path / "o"))
+    assert re.search(message, line), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpt2_with_bpe_vocab_to_hf_and_back(tmp_path):
+    """A GPT-2 folder with vocab.json + merges.txt converts to kerasllm and back to HF with its tokenizer."""
+    from kerasllm.tokenizers import BytePairTokenizer
+
+    folder = tmp_path / "gpt2"
+    shutil.copytree(TINY_GPT2, folder)
+    tokens = ["<|endoftext|>", "a", "b", "c", "ab", "abc", "\u0120", "\u0120abc"]  # \u0120 is GPT-2's space byte
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\na b\nab c\n\u0120 abc\n", encoding="utf-8")
+    assert _run("convert", folder, "--out", tmp_path / "kl").exit_code == 0
+    result = _run("convert", tmp_path / "kl", "--to", "hf", "--out", tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    assert "tokenizer: BytePairTokenizer with 8 tokens" in result.output
+    config = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "GPT2Tokenizer" and config["model_max_length"] == 64
+    tok = BytePairTokenizer.from_folder(tmp_path / "hf")
+    assert tok.encode("abc abc").input_ids == [5, 7]
+    before = safetensors_numpy.load_file(str(TINY_GPT2 / "model.safetensors"))
+    after = safetensors_numpy.load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(after) == sorted(before)
+    assert all(after[k].tobytes() == v.tobytes() for k, v in before.items())

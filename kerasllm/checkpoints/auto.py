@@ -1,10 +1,10 @@
 """``from_pretrained``: one entry point for kerasllm, Hugging Face and Google BERT folders."""
 import os
 
-from kerasllm.checkpoints._common import assign, model_weights
+from kerasllm.checkpoints._common import build_loaded, fit_classifier, model_weights
 from kerasllm.checkpoints.google import is_google_folder, load_google
 from kerasllm.checkpoints.hf import WEIGHT_FILES, load_hf
-from kerasllm.models.saving import TASK_NAME, build_model, load_pretrained
+from kerasllm.models.saving import TASK_NAME, load_pretrained
 
 
 def detect_format(path):
@@ -34,9 +34,9 @@ def _retask(model, path, task, num_labels):
         extra = {"num_labels": num_labels or info.get("num_labels") or 2}
     else:
         extra = {}
-    target = build_model(model.kerasllm_config, task, **extra)
     values = {name: w.numpy() for name, w in model_weights(model).items()}
-    assign(target, values, path)
+    values = fit_classifier(values, path, (info["task"], info.get("num_labels")), (task, extra.get("num_labels")))
+    target = build_loaded(model.kerasllm_config, task, values, path, **extra)
     target.kerasllm_task = {"task": task, **extra}
     return target
 

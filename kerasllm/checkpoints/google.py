@@ -6,10 +6,10 @@ import os
 import tensorflow as tf
 
 from kerasllm._io import atomic_replace_dir, atomic_write_json
-from kerasllm.checkpoints._common import arrays_from_table, arrays_to_table, assign, check_vocab, report_unused
+from kerasllm.checkpoints._common import arrays_from_table, arrays_to_table, build_loaded, check_vocab
+from kerasllm.checkpoints._common import fit_classifier, report_unused
 from kerasllm.checkpoints.tables import BERT_GOOGLE_TABLE
 from kerasllm.checkpoints.hf import config_from_hf
-from kerasllm.models.saving import build_model
 
 CONFIG_NAME = "bert_config.json"
 CKPT_NAME = "bert_model.ckpt"
@@ -65,24 +65,29 @@ def load_google(directory, task=None, num_labels=None):
     names = [n for n in reader.get_variable_to_shape_map() if not n.endswith(_IGNORED_SUFFIXES)]
     tensors = {n: reader.get_tensor(n) for n in names}
     info = {}
-    if task is None:
-        if "cls/predictions/output_bias" in tensors:
-            task = "pretraining"
-        elif "output_weights" in tensors:
-            task = "sequence_classification"
-        else:
-            task = "encoder"
+    if "cls/predictions/output_bias" in tensors:
+        own_task = "pretraining"
+    elif "output_weights" in tensors:
+        own_task = "sequence_classification"  # run_classifier.py
+    else:
+        own_task = "encoder"
+    own_labels = tensors["output_bias"].shape[0] if "output_bias" in tensors else 2
+    task = task or own_task
     if task == "masked_lm":
         task, info = "pretraining", {"next_sentence": False}
     elif task == "pretraining":
         info = {"next_sentence": "cls/seq_relationship/output_bias" in tensors}
     elif task in ("token_classification", "sequence_classification"):
-        labels = tensors["output_bias"].shape[0] if "output_bias" in tensors else 2
-        info = {"num_labels": num_labels or labels}
-    values, used = arrays_from_table(tensors, BERT_GOOGLE_TABLE, config.num_layers, prefix)
-    model = build_model(config, task, **info)
-    assign(model, values, prefix)
-    report_unused([n for n in tensors if n not in used], prefix)
+        info = {"num_labels": num_labels or own_labels}
+    values, origin = arrays_from_table(tensors, BERT_GOOGLE_TABLE, config.num_layers, prefix)
+    # output_weights do not say which task they were trained for (run_classifier.py is
+    # sequence classification, save_google_checkpoint writes any classifier): only the
+    # number of labels decides whether they are kept.
+    if own_task == "sequence_classification" and task == "token_classification":
+        own_task = task
+    values = fit_classifier(values, prefix, (own_task, own_labels), (task, info.get("num_labels")))
+    model = build_loaded(config, task, values, prefix, origin, **info)
+    report_unused(tensors, origin, prefix)
     model.kerasllm_task = {"task": task, **info}
     return model
 

@@ -8,8 +8,9 @@ from kerasllm._io import atomic_replace_dir, atomic_write_json
 from kerasllm.checkpoints._common import (
     arrays_from_table,
     arrays_to_table,
-    assign,
+    build_loaded,
     check_vocab,
+    fit_classifier,
     report_unused,
 )
 from kerasllm.checkpoints.tables import (
@@ -21,7 +22,6 @@ from kerasllm.checkpoints.tables import (
 )
 from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
 from kerasllm.models.config import TransformerConfig
-from kerasllm.models.saving import build_model
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -160,7 +160,8 @@ def _read_tf_h5(path):
     the name from the last anchor component on is turned into the PyTorch name
     (``layer_._0`` -> ``layer.0``, ``kernel``/``gamma``/``embeddings`` -> ``weight``,
     ``beta`` -> ``bias``) and Dense kernels are transposed to PyTorch's [out, in].
-    GPT-2's TF Conv1D kernels (``.../weight``) already have PyTorch Conv1D's layout.
+    GPT-2's TF Conv1D kernels (``.../weight``) already have PyTorch Conv1D's layout;
+    their ``[1, out]`` biases become 1-D.
     """
     import h5py
 
@@ -183,6 +184,8 @@ def _read_tf_h5(path):
             parts[-1] = "weight"
         elif leaf == "beta":
             parts[-1] = "bias"
+        elif leaf == "bias" and array.ndim == 2 and array.shape[0] == 1:
+            array = array.reshape(-1)  # TF GPT-2's Conv1D keeps its bias as [1, out]
         tensors[".".join(parts).replace("_._", ".")] = np.ascontiguousarray(array)
 
     with h5py.File(path, "r") as f:
@@ -229,7 +232,8 @@ def load_hf(directory, task=None, num_labels=None):
     weights_path = find_weights(directory)
     check_vocab(directory, config.vocab_size, config_path)
     model_type = hf["model_type"]
-    task = task or _task_from_architectures(hf, model_type)
+    own_task = _task_from_architectures(hf, model_type)
+    task = task or own_task
     info = {}
     if task == "masked_lm":
         task, info = "pretraining", {"next_sentence": False}
@@ -237,17 +241,17 @@ def load_hf(directory, task=None, num_labels=None):
         info = {"next_sentence": True}
     elif task in ("token_classification", "sequence_classification"):
         info = {"num_labels": num_labels or _num_labels(hf)}
-        if hf.get("id2label") and len(hf["id2label"]) == info["num_labels"]:
+        if task == own_task and hf.get("id2label") and len(hf["id2label"]) == info["num_labels"]:
             info["labels"] = [hf["id2label"][str(i)] for i in range(info["num_labels"])]
     if (model_type == "gpt2") != (task == "causal_lm"):
         raise ValueError(f"task {task!r} does not fit a {model_type!r} checkpoint ({config_path})")
 
     tensors = _strip_prefix(read_tensors(weights_path), _PREFIX[model_type])
     table, ignored = (BERT_HF_TABLE, BERT_HF_IGNORED) if model_type == "bert" else (GPT2_HF_TABLE, GPT2_HF_IGNORED)
-    values, used = arrays_from_table(tensors, table, config.num_layers, weights_path)
-    model = build_model(config, task, **info)
-    assign(model, values, weights_path)
-    report_unused([k for k in tensors if k not in used and not k.endswith(ignored)], weights_path)
+    values, origin = arrays_from_table(tensors, table, config.num_layers, weights_path)
+    values = fit_classifier(values, weights_path, (own_task, _num_labels(hf)), (task, info.get("num_labels")))
+    model = build_loaded(config, task, values, weights_path, origin, **info)
+    report_unused(tensors, origin, weights_path, ignored)
     model.kerasllm_task = {"task": task, **info}
     model.kerasllm_source_config = hf
     return model
@@ -346,9 +350,19 @@ def save_hf(model, out_dir, tokenizer=None):
     """Write ``model`` as a Hugging Face folder: ``config.json``, ``model.safetensors``.
 
     With a kerasllm ``WordPieceTokenizer`` also ``vocab.txt`` and a
-    ``tokenizer_config.json`` that Transformers' ``BertTokenizer`` reads. The folder
-    is staged next to ``out_dir`` and renamed into place, so a failed save leaves
-    no half-written model. Returns ``out_dir``.
+    ``tokenizer_config.json`` that Transformers' ``BertTokenizer`` reads; with a
+    ``BytePairTokenizer`` ``vocab.json``, ``merges.txt`` and a ``tokenizer_config.json``
+    for ``GPT2Tokenizer``. The folder is staged next to ``out_dir`` and renamed into
+    place, so a failed save leaves no half-written model. Returns ``out_dir``.
+
+    Example:
+
+    >>> from kerasllm.models import get_preset, gpt_decoder  # doctest: +SKIP
+    >>> from kerasllm.tokenizers import BytePairTokenizer  # doctest: +SKIP
+    >>> tok = BytePairTokenizer.from_folder("tests/fixtures/tokenizers/bpe")  # doctest: +SKIP
+    >>> model = gpt_decoder(get_preset("gpt-tiny", vocab_size=tok.vocab_size))  # doctest: +SKIP
+    >>> sorted(os.listdir(save_hf(model, "/tmp/gpt_hf", tokenizer=tok)))  # doctest: +SKIP
+    ['config.json', 'merges.txt', 'model.safetensors', 'tokenizer_config.json', 'vocab.json']
     """
     from safetensors.numpy import save_file
 
@@ -365,19 +379,30 @@ def save_hf(model, out_dir, tokenizer=None):
 
 
 def _save_tokenizer(tokenizer, directory, config):
+    """``tokenizer.save`` plus the ``tokenizer_config.json`` keys Transformers reads."""
+    from kerasllm.tokenizers.bpe import BytePairTokenizer
+
     tokenizer.save(directory)
     path = os.path.join(directory, "tokenizer_config.json")
     with open(path, encoding="utf-8") as f:
         own = json.load(f)
-    lowercase = bool(own.get("lowercase", True))
-    strip = own.get("strip_accents")
+    own["model_max_length"] = config.max_position
+    if isinstance(tokenizer, BytePairTokenizer):
+        # vocab.json may be smaller than the embedding (a padded table), never larger.
+        size = max(tokenizer.get_vocabulary().values()) + 1
+        if size > config.vocab_size:
+            raise ValueError(
+                f"the BPE tokenizer has ids up to {size - 1} but the model's vocab_size is {config.vocab_size}"
+            )
+        own["tokenizer_class"] = "GPT2Tokenizer"
+        atomic_write_json(path, own)
+        return
     # Hugging Face's keys next to kerasllm's own (WordPieceTokenizer.load reads either).
     own.update(
         {
             "tokenizer_class": "BertTokenizer",
-            "do_lower_case": lowercase,
-            "strip_accents": strip,
-            "model_max_length": config.max_position,
+            "do_lower_case": bool(own.get("lowercase", True)),
+            "strip_accents": own.get("strip_accents"),
         }
     )
     for key in ("unk_token", "cls_token", "sep_token", "pad_token", "mask_token"):

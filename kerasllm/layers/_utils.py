@@ -1,4 +1,7 @@
 """Private helpers shared by kerasllm layers."""
+import contextlib
+import functools
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -21,3 +24,73 @@ def build_sublayer(layer, input_shape):
     """
     with tf.name_scope(layer.name):
         layer.build(input_shape)
+
+
+class DeferredInitializers:
+    """Variable creator that makes Keras weights as zeros and keeps their initializers.
+
+    Used through :func:`deferred_initialization`. Only weights made by ``add_weight``
+    with an initializer (a lazy ``functools.partial`` of it) are deferred; every other
+    variable (random-generator states, ...) is created as usual.
+    """
+
+    def __init__(self):
+        self._pending = {}
+
+    def __call__(self, next_creator, **kwargs):
+        init, shape = kwargs.get("initial_value"), kwargs.get("shape")
+        deferrable = (
+            isinstance(init, functools.partial)
+            and "layout" not in init.keywords
+            and shape is not None
+            and tf.TensorShape(shape).is_fully_defined()
+        )
+        if not deferrable:
+            return next_creator(**kwargs)
+        dtype = tf.as_dtype(kwargs.get("dtype") or tf.float32)
+        kwargs["initial_value"] = functools.partial(tf.zeros, tf.TensorShape(shape), dtype)
+        variable = next_creator(**kwargs)
+        self._pending[variable.ref()] = (variable, init)
+        return variable
+
+    def finish(self, assigned=()):
+        """Run the kept initializer of every deferred weight not in ``assigned``.
+
+        Returns the variables that were initialised.
+        """
+        done = {v.ref() for v in assigned}
+        initialised = []
+        for ref, (variable, init) in list(self._pending.items()):
+            if ref not in done:
+                variable.assign(init())
+                initialised.append(variable)
+        self._pending.clear()
+        return initialised
+
+
+@contextlib.contextmanager
+def deferred_initialization():
+    """Build weights as zeros and run their initializers only where asked.
+
+    For models whose weights are about to be overwritten (checkpoint import): the
+    truncated-normal draws for BERT's embedding and kernels cost seconds that the
+    load would throw away. Call ``finish(assigned)`` on the yielded
+    :class:`DeferredInitializers` after assigning, so every weight that was not
+    assigned still gets its own initializer (a fresh task head stays random).
+
+    Example:
+
+    >>> with deferred_initialization() as deferred:
+    ...     layer = keras.layers.Dense(3)
+    ...     layer.build((None, 2))
+    >>> float(abs(layer.kernel.numpy()).sum())
+    0.0
+    >>> _ = layer.bias.assign([1.0, 2.0, 3.0])
+    >>> [v.name for v in deferred.finish(assigned=[layer.bias])]
+    ['kernel:0']
+    >>> float(abs(layer.kernel.numpy()).sum()) > 0
+    True
+    """
+    deferred = DeferredInitializers()
+    with tf.variable_creator_scope(deferred):
+        yield deferred
