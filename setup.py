@@ -33,6 +33,7 @@ INSTALL_REQUIRES = [
     "seqeval>=1.2.2,<1.3",
     "safetensors>=0.4",
     "numpy>=1.26,<3",
+    "matplotlib>=3.7,<4",  # kerasllm compress report: the F1-against-size plot
 ]
 
 setup(

@@ -27,6 +27,39 @@ def require_file(path, option):
         raise FileNotFoundError(f"{option} {path}: no such file")
 
 
+def read_texts(texts, input_path, fmt, verb="process"):
+    """The texts to run on: ``texts`` then the lines of ``input_path``; checks ``--format``."""
+    if fmt not in ("table", "jsonl"):
+        raise ValueError(f"--format {fmt!r}: choose table or jsonl")
+    require_file(input_path, "--input")
+    texts = list(texts or [])
+    if input_path:
+        with open(input_path, encoding="utf-8") as f:
+            texts += [line.rstrip("\r\n") for line in f]
+    if not texts:
+        raise ValueError(f"no text to {verb}: pass texts as arguments or --input FILE")
+    return texts
+
+
+def report_scores(summary, report, headline, out, record):
+    """Print an evaluation: a summary line, the report table, a headline; write ``record`` to ``out``."""
+    from kerasllm._io import atomic_write_json
+
+    console.print(summary, highlight=False, soft_wrap=True)
+    typer.echo(report)
+    typer.echo(headline)
+    if out:
+        atomic_write_json(out, record)
+        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+
+
+def capped_max_length(model, max_length):
+    """``--max-length`` checked (>= 4) and capped at the model's ``max_position``."""
+    if max_length < 4:
+        raise ValueError(f"--max-length must be >= 4, got {max_length}")
+    return min(max_length, model.kerasllm_config.max_position)
+
+
 def model_inputs(names, batch_size, length, vocab_size, seed=0, low_id=5):
     """Synthetic int32 inputs for ``names``: random ids in ``[low_id, vocab_size)``, full masks."""
     import numpy as np

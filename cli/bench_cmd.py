@@ -46,16 +46,32 @@ def _kind(path):
 
 def _vocab_size(path, kind):
     """Vocabulary size from the vocab.txt exported beside an artefact, or None."""
-    from kerasllm.export._common import sidecar_path
-
-    if kind == "savedmodel":
-        vocab = os.path.join(path, "assets.extra", "vocab.txt")
-    else:
-        vocab = sidecar_path(path, "vocab.txt")
+    vocab = _asset(path, kind, "vocab.txt")
     if not os.path.isfile(vocab):
         return None
     with open(vocab, encoding="utf-8") as f:
         return sum(1 for _ in f)
+
+
+def _asset(path, kind, name):
+    from kerasllm.export._common import sidecar_path
+
+    return os.path.join(path, "assets.extra", name) if kind == "savedmodel" else sidecar_path(path, name)
+
+
+def _is_text_model(path, kind):
+    """True for a string-in artefact (kerasllm export --text writes text_model.json beside it)."""
+    return kind in ("tflite", "savedmodel") and os.path.isfile(_asset(path, kind, "text_model.json"))
+
+
+def _plain_words(path, kind):
+    """Vocabulary tokens that are whole words of letters (each tokenizes to itself)."""
+    with open(_asset(path, kind, "vocab.txt"), encoding="utf-8") as f:
+        words = [w.rstrip("\n") for w in f]
+    words = [w for w in words if w.isalpha() and w.isascii()]
+    if not words:
+        raise ValueError(f"{path}: its vocab.txt has no plain words to build a test text from")
+    return words
 
 
 def _set_tf_threads(threads):
@@ -85,8 +101,11 @@ def measure_latency(path, length=128, batch_size=1, runs=50, warmup=5, threads=N
             raise ValueError(f"{option} must be >= 1, got {value}")
     if warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {warmup}")
+    import numpy as np
+
     kind = _kind(path)
     notes = []
+    inputs = None
     from kerasllm.export import OnnxRunner, SavedModelRunner, TFLiteRunner, latency
 
     if kind == "keras":
@@ -103,6 +122,21 @@ def measure_latency(path, length=128, batch_size=1, runs=50, warmup=5, threads=N
             length = config.max_position
         names, vocab_size = list(model.input_names), config.vocab_size
         fn = tf.function(lambda x: model(x, training=False))
+    elif _is_text_model(path, kind):
+        from kerasllm.export import TextRunner
+
+        if threads and kind == "savedmodel":
+            notes.append(_set_tf_threads(threads))
+        runner = TextRunner(path, num_threads=threads)
+        words = _plain_words(path, kind)
+        rng = np.random.default_rng(0)
+        texts = [" ".join(rng.choice(words, size=max(1, length - 2))) for _ in range(batch_size)]
+        notes.append(
+            f"string-in model: each text is {max(1, length - 2)} random whole-word vocabulary tokens "
+            "(one sub-word each), tokenized inside the model"
+        )
+        kind += " (text)"
+        fn, inputs = runner.raw, texts
     else:
         if kind == "tflite":
             runner = TFLiteRunner(path, num_threads=threads)
@@ -121,7 +155,8 @@ def measure_latency(path, length=128, batch_size=1, runs=50, warmup=5, threads=N
         if vocab_size is None:
             notes.append("no vocab.txt beside the artefact: random ids drawn from 5..99")
             vocab_size = 100
-    inputs = model_inputs(names, batch_size, length, vocab_size)
+    if inputs is None:
+        inputs = model_inputs(names, batch_size, length, vocab_size)
     try:
         timing = latency(fn, inputs, warmup=warmup, runs=runs)
     except (RuntimeError, Exception) as err:  # noqa: BLE001 - a runtime failing on these inputs is a user-level problem

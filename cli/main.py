@@ -13,7 +13,8 @@ from rich.table import Table  # noqa: E402
 
 import kerasllm  # noqa: E402
 
-from ._common import console, run_user_errors as _run_user_errors  # noqa: E402,F401
+from ._common import console  # noqa: E402
+
 app = typer.Typer(
     name="kerasllm",
     help="Transformer language models on TensorFlow/Keras: build, fine-tune, compress, export.",
@@ -112,54 +113,23 @@ def presets(
         console.print(f"  {name}: {PRESET_DESCRIPTIONS[name]}", highlight=False)
 
 
-finetune_app = typer.Typer(help="Fine-tune a model on a downstream task.", no_args_is_help=True)
-app.add_typer(finetune_app, name="finetune")
+from . import bench_cmd, classify_cmds, convert_cmds, export_cmd, finetune_cmds, ner_cmds  # noqa: E402
 
-
-@finetune_app.command("ner")
-def finetune_ner(
-    train: Optional[str] = typer.Option(None, help="Training CoNLL file (2- or 4-column). Omit all data options to use the embedded corpus. \\[default: none]"),
-    dev: Optional[str] = typer.Option(None, help="Dev CoNLL file: early stopping and best checkpoint by entity F1. \\[default: none]"),
-    test: Optional[str] = typer.Option(None, help="Test CoNLL file, scored with the best checkpoint. \\[default: none]"),
-    model: str = typer.Option("bert-tiny", help="A preset (trained from scratch with a vocabulary learnt from --train) or a kerasllm model folder."),
-    out: str = typer.Option(os.path.join("saved_models", "ner-default"), help="Output folder: model/, metrics.json, logs/, model.tflite."),
-    epochs: int = typer.Option(12, help="Maximum number of epochs."),
-    batch_size: int = typer.Option(32, help="Global batch size."),
-    lr: float = typer.Option(5e-4, help="Peak learning rate (use ~5e-5 when starting from a pretrained checkpoint)."),
-    max_length: int = typer.Option(128, help="Sub-words per input incl. [CLS]/[SEP]; longer sentences are split into overlapping windows."),
-    seed: int = typer.Option(0, help="Seed for initialisation, shuffling and the embedded corpus."),
-    warmup_ratio: float = typer.Option(0.1, help="Fraction of steps of linear warm-up."),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not applied to biases and layer norms)."),
-    patience: int = typer.Option(3, help="Early stopping: epochs without dev-F1 improvement."),
-    vocab_size: int = typer.Option(1000, help="WordPiece vocabulary size when training from a preset."),
-    lowercase: bool = typer.Option(False, help="Lower-case text in the tokenizer trained from a preset."),
-    augment: Optional[float] = typer.Option(None, help="Mention-replacement probability for training sentences (default 0.5 on the embedded corpus, 0 otherwise)."),
-    export: bool = typer.Option(True, help="Export the best model to TFLite and verify it."),
-    quantize: str = typer.Option("dynamic", help="TFLite quantization: none, float16, dynamic, int8."),
-    mixed_precision: str = typer.Option("none", help="none, float16 or bfloat16."),
-    xla: bool = typer.Option(False, help="Compile the train step with XLA."),
-    resume: bool = typer.Option(False, help="Resume an interrupted run from OUT/backup."),
-):
-    """Fine-tune a token classifier for named-entity recognition; print entity F1; export TFLite."""
-    from kerasllm.training.ner_finetune import NerFinetuneConfig, run_ner_finetune
-
-    cfg = NerFinetuneConfig(
-        train=train, dev=dev, test=test, model=model, out=out, epochs=epochs, batch_size=batch_size,
-        lr=lr, max_length=max_length, seed=seed, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-        patience=patience, vocab_size=vocab_size, lowercase=lowercase, augment=augment, export=export, quantize=quantize,
-        mixed_precision=mixed_precision, xla=xla, resume=resume,
-    )
-    _run_user_errors(run_ner_finetune, cfg)
-
-
-from . import bench_cmd, export_cmd, ner_cmds  # noqa: E402  (each adds its commands to ``app``)
-from . import convert_cmds  # noqa: E402
-
+# each module adds its commands to ``app`` (or to the predict / evaluate groups)
+finetune_cmds.register(app)
+predict_app = typer.Typer(help="Run a fine-tuned model on raw text.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Score a fine-tuned model on labelled data.", no_args_is_help=True)
+ner_cmds.register(predict_app, evaluate_app)
+classify_cmds.register(predict_app, evaluate_app)
+app.add_typer(predict_app, name="predict")
+app.add_typer(evaluate_app, name="evaluate")
 convert_cmds.register(app)
-
 export_cmd.register(app)
 bench_cmd.register(app)
-ner_cmds.register(app)
+from . import compress_cmds  # noqa: E402
+compress_cmds.register(app)
+from . import generate_cmds  # noqa: E402
+generate_cmds.register(app)
 
 
 def main():

@@ -5,22 +5,12 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, require_file, run_user_errors
+from ._common import capped_max_length, console, read_texts, report_scores, require_file, run_user_errors
 
 
-def register(app):
-    predict_app = typer.Typer(help="Run a fine-tuned model on raw text.", no_args_is_help=True)
+def register(predict_app, evaluate_app):
     predict_app.command("ner")(predict_ner)
-    app.add_typer(predict_app, name="predict")
-    evaluate_app = typer.Typer(help="Score a fine-tuned model on labelled data.", no_args_is_help=True)
     evaluate_app.command("ner")(evaluate_ner)
-    app.add_typer(evaluate_app, name="evaluate")
-
-
-def _max_length(model, max_length):
-    if max_length < 4:
-        raise ValueError(f"--max-length must be >= 4, got {max_length}")
-    return min(max_length, model.kerasllm_config.max_position)
 
 
 def predict_ner(
@@ -36,19 +26,11 @@ def predict_ner(
 
 
 def _predict(texts, model_dir, input_path, fmt, max_length, batch_size):
-    if fmt not in ("table", "jsonl"):
-        raise ValueError(f"--format {fmt!r}: choose table or jsonl")
-    require_file(input_path, "--input")
-    texts = list(texts)
-    if input_path:
-        with open(input_path, encoding="utf-8") as f:
-            texts += [line.rstrip("\r\n") for line in f]
-    if not texts:
-        raise ValueError("no text to tag: pass texts as arguments or --input FILE")
+    texts = read_texts(texts, input_path, fmt, verb="tag")
     from kerasllm.training.ner_finetune import load_ner_folder, predict_entities
 
     model, tokenizer, label_map = load_ner_folder(model_dir)
-    results = predict_entities(model, tokenizer, label_map, texts, _max_length(model, max_length), batch_size=batch_size)
+    results = predict_entities(model, tokenizer, label_map, texts, capped_max_length(model, max_length), batch_size=batch_size)
     if fmt == "jsonl":
         for text, entities in zip(texts, results):
             typer.echo(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
@@ -76,7 +58,6 @@ def evaluate_ner(
 
 def _evaluate(model_dir, test, out, max_length, batch_size):
     require_file(test, "--test")
-    from kerasllm._io import atomic_write_json
     from kerasllm.data import read_conll
     from kerasllm.data.ner_dataset import encode_sentences
     from kerasllm.evaluation import format_report
@@ -85,12 +66,13 @@ def _evaluate(model_dir, test, out, max_length, batch_size):
     sentences = read_conll(test)
     model, tokenizer, label_map = load_ner_folder(model_dir)
     # encoding with the label map checks every gold tag against the model's labels (file and line named)
-    windows = encode_sentences(sentences, tokenizer, label_map, _max_length(model, max_length), path=test)
+    windows = encode_sentences(sentences, tokenizer, label_map, capped_max_length(model, max_length), path=test)
     scores = evaluate_windows(model, sentences, windows, label_map, batch_size)
-    console.print(f"{test}: {len(sentences)} sentences, {scores['num_tokens']} tokens", highlight=False, soft_wrap=True)
-    typer.echo(format_report(scores))
-    typer.echo(f"entity F1: {scores['f1'] * 100:.2f}")
-    if out:
-        atomic_write_json(out, {"model": model_dir, "test": test, **scores})
-        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+    report_scores(
+        f"{test}: {len(sentences)} sentences, {scores['num_tokens']} tokens",
+        format_report(scores),
+        f"entity F1: {scores['f1'] * 100:.2f}",
+        out,
+        {"model": model_dir, "test": test, **scores},
+    )
     return scores

@@ -89,6 +89,13 @@ def check_onnx(proto, what):
         }
     )
     if unknown:
+        from kerasllm.export.tflite import layer_of_node
+
+        where = {}
+        for node in proto.graph.node:
+            if node.op_type in unknown and node.name:
+                where.setdefault(node.op_type, []).append(repr(layer_of_node(node.name)))
+        named = ", ".join(f"{op} (layer {', '.join(where[op])})" if op in where else op for op in unknown)
         hint = ""
         if "Erfc" in unknown:
             hint = (
@@ -96,7 +103,7 @@ def check_onnx(proto, what):
                 "GELU with tf.math.erf as kerasllm.layers.activations.gelu does)"
             )
         raise ExportError(
-            f"ONNX conversion of {what} left TensorFlow op(s) {', '.join(unknown)} "
+            f"ONNX conversion of {what} left TensorFlow op(s) {named} "
             f"without an ONNX equivalent{hint}; replace them with supported ops",
             ops=unknown,
         )
@@ -249,6 +256,45 @@ def quantize_onnx_dynamic(in_path, out_path, per_channel=True, reduce_range=True
 
     atomic_write_with(out_path, write, suffix=".onnx")
     return ExportReport(path=out_path, format="onnx", size_bytes=file_size(out_path), quantize="dynamic")
+
+
+def convert_onnx_float16(in_path, out_path, keep_io_types=True):
+    """Float16 copy of an ONNX model (for GPUs), through onnxruntime's own converter.
+
+    Weights and activations become float16 (halving the file); ops that lose
+    accuracy in half precision stay float32 (``onnxruntime.transformers.float16``'s
+    default block list), and with ``keep_io_types`` the int32 inputs and the
+    float32 ``logits`` keep their types, so the file drops in where the float32
+    one was. onnxruntime's CPU provider runs it too (slower than float32 there).
+    Written atomically.
+
+    Args:
+        in_path: the float32 ``.onnx`` file.
+        out_path: the float16 file (must differ from ``in_path``).
+        keep_io_types: leave float inputs/outputs as float32.
+
+    Returns:
+        :class:`ExportReport` with ``quantize="float16"``.
+
+    Example:
+
+    >>> export_onnx(model, "ner.onnx")  # doctest: +SKIP
+    >>> convert_onnx_float16("ner.onnx", "ner.fp16.onnx").size_bytes  # doctest: +SKIP
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    in_path, out_path = os.fspath(in_path), os.fspath(out_path)
+    if not os.path.isfile(in_path):
+        raise FileNotFoundError(f"ONNX model not found: {in_path}")
+    if os.path.abspath(in_path) == os.path.abspath(out_path):
+        raise ValueError("convert_onnx_float16: out_path must differ from in_path")
+    proto = convert_float_to_float16(onnx.load(in_path), keep_io_types=keep_io_types)
+    what = repr(os.path.basename(in_path))
+    check_onnx(proto, what)
+    smoke_run(proto, what)
+    save_onnx(proto, out_path)
+    return ExportReport(path=out_path, format="onnx", size_bytes=file_size(out_path), quantize="float16")
 
 
 class OnnxRunner:

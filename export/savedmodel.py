@@ -50,8 +50,17 @@ def export_savedmodel(model, out_dir, max_length=None, assets=None):
     """
     checked_assets = check_assets(assets)
     check_max_length(model, max_length)
-    out_dir = os.path.abspath(os.fspath(out_dir))
     serve, _ = serving_function(model, max_length)
+    return save_serving(serve, model, out_dir, checked_assets)
+
+
+def save_serving(serve, model, out_dir, checked_assets):
+    """Save ``serve`` (a dict-in ``tf.function``) and ``model``'s variables as ``out_dir``, atomically.
+
+    ``checked_assets`` (from ``check_assets``) go to ``<out_dir>/assets.extra/``.
+    Returns the :class:`ExportReport`.
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
     concrete = serve.get_concrete_function()
 
     def build(tmp):

@@ -94,22 +94,47 @@ def _first_error_line(message):
     return lines[-1].strip()[:300] if lines else "unknown converter error"
 
 
+def layer_of_node(node_name):
+    """The Keras layer path of a traced node: ``"model/encoder_0/attention/Erfc"`` -> ``"encoder_0/attention"``."""
+    parts = node_name.split("/")
+    return "/".join(parts[1:-1]) or parts[0]
+
+
+def _layers(message, ops):
+    """``{op: [layer paths]}`` from the ``fused["Op:", "model/layer/Op@..."]`` locations of a converter error."""
+    found = {}
+    for op in ops:
+        for node in re.findall(r'fused\["' + re.escape(op) + r':", "([^"@]+)@', message):
+            layer = layer_of_node(node)
+            if layer not in found.setdefault(op, []):
+                found[op].append(layer)
+    return found
+
+
+def _named(ops, layers):
+    return ", ".join(
+        f"{op} (layer {', '.join(repr(x) for x in layers[op])})" if layers.get(op) else op for op in ops
+    )
+
+
 def conversion_error(err, what, quantize="none", allow_custom_ops=False, select_tf_ops=False, max_length=None):
-    """Turn a converter exception into an :class:`ExportError` naming ops and remedies."""
+    """Turn a converter exception into an :class:`ExportError` naming ops, their layers and remedies."""
     message = str(err)
     flex, custom, quant_ops = unsupported_ops(message)
+    layers = _layers(message, flex + custom)
     hints = []
     if flex:
         hints.append(
-            f"op(s) {', '.join(flex)} have no TFLite builtin kernel: rewrite them with supported "
+            f"op(s) {_named(flex, layers)} have no TFLite builtin kernel: rewrite them with supported "
             "ops, or pass select_tf_ops=True (the app must then link the TF Select/Flex delegate)"
         )
     if custom:
         hints.append(
-            f"op(s) {', '.join(custom)} would be custom ops: pass allow_custom_ops=True and "
-            "register their kernels in the interpreter (custom_op_registerers=...)"
+            f"op(s) {_named(custom, layers)} have no TFLite or TF Select kernel: rewrite them with "
+            "supported ops, or pass allow_custom_ops=True and register your own kernels in the "
+            "interpreter (custom_op_registerers=...)"
             if not allow_custom_ops
-            else f"op(s) {', '.join(custom)} are custom ops: register their kernels when running"
+            else f"op(s) {_named(custom, layers)} are custom ops: register their kernels when running"
         )
     if "StridedSlice" in flex and max_length is None:
         hints.append(
@@ -141,17 +166,52 @@ def _pad_axis1(value, length, fill):
     return np.pad(value, pad, constant_values=fill)
 
 
+def _real_length(row):
+    """Tokens of a batch-1 row that are not padding (its attention mask's sum, right padding)."""
+    mask = row.get("attention_mask")
+    if mask is not None and mask.ndim == 2:
+        return int(np.sum(mask != 0))
+    return max(v.shape[1] for v in row.values() if v.ndim >= 2)
+
+
+def _common_length_rows(rows, steps, fixed_length, pad_token_id):
+    """At most ``steps`` rows of one length, without padding where possible.
+
+    Padded positions would put the attention's masked scores (about -1e9) into the
+    calibrated range of the attention logits, leaving no int8 steps for the real
+    scores (every attention turns uniform). So the rows are those at least ``L``
+    real tokens long, cut to their first ``L`` (``L``: the fixed ``max_length``, or
+    the median real length). Only when fewer than ``min(steps, 16)`` rows reach a
+    fixed length are the rows padded to it instead (with a warning).
+    """
+    lengths = [_real_length(row) for row in rows]
+    length = fixed_length or int(np.median(lengths))
+    long_enough = [row for row, n in zip(rows, lengths) if n >= length]
+    if fixed_length is None or len(long_enough) >= min(steps, 16, len(rows)):
+        return [{k: v[:, :length] if v.ndim >= 2 else v for k, v in row.items()} for row in long_enough[:steps]]
+    warnings.warn(
+        f"only {len(long_enough)} calibration rows have {length} real tokens; the others are padded, which "
+        "widens the int8 range of the attention scores (calibrate on longer texts for better int8 accuracy)",
+        stacklevel=4,
+    )
+    return [
+        {k: _pad_axis1(v, length, pad_token_id if k == "input_ids" else 0) for k, v in row.items()}
+        for row in rows[:steps]
+    ]
+
+
 def _representative_dataset(data, specs, steps, problems, pad_token_id=0):
     """A generator function over at most ``steps`` calibration rows.
 
     TF's calibrator does not re-plan tensor shapes between samples of different
     sizes ("shapes [1,9,128] and [1,8,128] are not broadcastable"), so every
-    item is split into batch-1 rows and padded (``input_ids`` with
-    ``pad_token_id``, masks and other inputs with 0) to one common length: the
-    fixed ``max_length`` or the longest row. Rows are collected on the first call
-    and replayed on later ones (the int8 fallback calibrates again), so ``data``
-    may be a one-shot generator. A bad item stops calibration with an error naming
-    it; the error is also kept in ``problems`` because the converter may wrap it.
+    item is split into batch-1 rows brought to one common length without padding
+    (:func:`_common_length_rows`; up to ``2 * steps`` rows are read, as rows
+    shorter than the common length are left out). Rows are collected on the
+    first call and replayed on later ones (the int8 fallback calibrates again), so
+    ``data`` may be a one-shot generator. A bad item stops calibration with an
+    error naming it; the error is also kept in ``problems`` because the converter
+    may wrap it.
     """
     expected = {name: (spec.dtype.as_numpy_dtype, list(spec.shape)) for name, spec in specs.items()}
     fixed = {spec.shape[1] for spec in specs.values() if spec.shape.rank and spec.shape.rank >= 2}
@@ -166,7 +226,7 @@ def _representative_dataset(data, specs, steps, problems, pad_token_id=0):
                 raise ValueError(f"representative_data[{index}]: inputs disagree on the batch size {sorted(batch)}")
             for i in range(batch.pop()):
                 rows.append({k: v[i : i + 1] for k, v in prepared.items()})
-                if len(rows) >= steps:
+                if len(rows) >= 2 * steps:
                     return
         if not rows:
             raise ValueError("representative_data is empty; pass at least one input dict")
@@ -179,10 +239,7 @@ def _representative_dataset(data, specs, steps, problems, pad_token_id=0):
                 rows.clear()
                 problems.append(err)
                 raise
-            length = fixed_length or max(v.shape[1] for row in rows for v in row.values() if v.ndim >= 2)
-            for row in rows:
-                for name, value in row.items():
-                    row[name] = _pad_axis1(value, length, pad_token_id if name == "input_ids" else 0)
+            rows[:] = _common_length_rows(rows, steps, fixed_length, pad_token_id)
         yield from rows
 
     return generate
@@ -218,9 +275,9 @@ def _convert_saved_model(saved_model_dir, signature_keys, configure):
         return converter.convert()
 
 
-def _check_signatures(flatbuffer, wanted):
+def _check_signatures(flatbuffer, wanted, custom_op_registerers=None):
     """Load the converted model and return its signature list; fail if one is missing."""
-    interpreter = _interpreter_class(None)(model_content=flatbuffer)
+    interpreter = _interpreter_class(custom_op_registerers)(model_content=flatbuffer)
     signatures = interpreter.get_signature_list()
     missing = sorted(set(wanted) - set(signatures))
     if missing:
@@ -297,6 +354,27 @@ def convert_saved_model(
     return flatbuffer, fallback
 
 
+def function_to_tflite(serve, specs, what, quantize="none", representative=None, problems=None,
+                       allow_custom_ops=False, select_tf_ops=False, max_length=None):
+    """Convert a dict-in/dict-out ``tf.function`` over ``specs`` to a TFLite flatbuffer.
+
+    The function is frozen and rewritten (:func:`kerasllm.export._graph.convertible_function`),
+    saved as a temporary SavedModel with one ``serving_default`` signature and
+    converted. Returns ``(flatbuffer, fallback_note)``; raises :class:`ExportError`.
+    """
+    try:
+        serve = convertible_function(serve, specs)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"could not trace {what} for TFLite: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="kerasllm-tflite-") as tmp:
+        holder = tf.Module()
+        holder.serve = serve
+        tf.saved_model.save(holder, tmp, signatures={SERVING: serve.get_concrete_function()})
+        return convert_saved_model(
+            tmp, [SERVING], what, quantize, representative, problems, allow_custom_ops, select_tf_ops, max_length
+        )
+
+
 def export_tflite(
     model,
     out_path,
@@ -321,7 +399,8 @@ def export_tflite(
         max_length: fix the sequence length (batch stays dynamic); ``None`` keeps
             it dynamic.
         num_calibration_steps: calibrate on at most this many examples (rows of the
-            items of ``representative_data``; padded to one common length).
+            items of ``representative_data``, cut to one common length without
+            padding; up to twice as many are read).
         assets: ``{"labels.json": ["O", "B-PER", ...], "vocab.txt": "path/vocab.txt"}``:
             written beside the model as ``<stem>.<name>`` (paths are copied,
             lists/dicts written as JSON, bytes as is).
@@ -362,10 +441,6 @@ def export_tflite(
     notes = [note] if note else []
 
     serve, specs = serving_function(model, max_length)
-    try:
-        serve = convertible_function(serve, specs)
-    except Exception as err:  # noqa: BLE001
-        raise ExportError(f"could not trace {model.name!r} for TFLite: {err}") from None
     problems = []
     representative = None
     if quantize == "int8":
@@ -373,28 +448,28 @@ def export_tflite(
         representative = _representative_dataset(
             representative_data, specs, num_calibration_steps, problems, pad_token_id
         )
-
-    with tempfile.TemporaryDirectory(prefix="kerasllm-tflite-") as tmp:
-        holder = tf.Module()
-        holder.serve = serve
-        tf.saved_model.save(holder, tmp, signatures={SERVING: serve.get_concrete_function()})
-        flatbuffer, fallback = convert_saved_model(
-            tmp,
-            [SERVING],
-            repr(model.name),
-            quantize,
-            representative,
-            problems,
-            allow_custom_ops,
-            select_tf_ops,
-            max_length,
-        )
+    flatbuffer, fallback = function_to_tflite(
+        serve,
+        specs,
+        repr(model.name),
+        quantize,
+        representative,
+        problems,
+        allow_custom_ops,
+        select_tf_ops,
+        max_length,
+    )
     signatures = _check_signatures(flatbuffer, [SERVING]) if not (allow_custom_ops or select_tf_ops) else {}
     if quantize == "int8" and fallback is None:
         in_float = float_ops(flatbuffer)
         if in_float:
             listed = ", ".join(f"{name} x{count}" for name, count in sorted(in_float.items()))
             fallback = f"ops without an int8 kernel run in float: {listed}"
+    return write_tflite(out_path, flatbuffer, checked_assets, quantize, signatures, notes, fallback)
+
+
+def write_tflite(out_path, flatbuffer, checked_assets, quantize, signatures, notes, fallback=None):
+    """Write the model atomically and its assets beside it; returns the :class:`ExportReport`."""
     atomic_write_bytes(out_path, flatbuffer)
     written = write_assets(checked_assets, lambda name: sidecar_path(out_path, name))
     return ExportReport(
@@ -415,9 +490,12 @@ def export_tflite(
 class TFLiteRunner:
     """Run one signature of a ``.tflite`` file with numpy inputs.
 
+    The interpreter is ai_edge_litert's, which runs float ops through its default
+    XNNPACK delegate on CPU.
+
     Args:
         path: the ``.tflite`` file.
-        num_threads: CPU threads for the interpreter (``None``: runtime default).
+        num_threads: CPU threads for the interpreter and XNNPACK (``None``: runtime default).
         signature_key: which signature to run; default ``serving_default`` (or
             the only one).
         custom_op_registerers: kernels for custom ops (e.g.

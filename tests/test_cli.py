@@ -1,4 +1,7 @@
-"""The CLI skeleton: --version, info, presets."""
+"""The CLI skeleton: --version, info, presets, a light import."""
+import subprocess
+import sys
+
 from typer.testing import CliRunner
 
 import kerasllm
@@ -29,3 +32,14 @@ def test_info_lists_tensorflow_and_xla():
     assert result.exit_code == 0, result.output
     assert tf.__version__ in result.output
     assert "XLA:" in result.output
+
+
+def test_cli_import_and_help_do_not_load_tensorflow():
+    code = (
+        "import sys; from typer.testing import CliRunner; from kerasllm.cli.main import app; "
+        "r = CliRunner().invoke(app, ['finetune', 'classify', '--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('tensorflow', 'tf_keras') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -67,9 +67,32 @@ def test_export_user_errors(files, tmp_path):
                                  "--max-length", "4096"])
     assert result.exit_code == 2 and "max_position 128" in result.output
     result = runner.invoke(app, ["export", "onnx", "--model", files["model"], "--out", str(tmp_path / "m.onnx"),
-                                 "--quantize", "float16"])
+                                 "--quantize", "int8"])
     assert result.exit_code == 2 and "not available for onnx" in result.output
+    result = runner.invoke(app, ["export", "onnx", "--model", files["model"], "--out", str(tmp_path / "m.onnx"),
+                                 "--text"])
+    assert result.exit_code == 2 and "--text is available for tflite and savedmodel" in result.output
+    result = runner.invoke(app, ["export", "tflite", "--model", files["model"], "--out", str(out), "--text",
+                                 "--quantize", "int8", "--calibration", files["dev"]])
+    assert result.exit_code == 2 and "not available for tflite --text" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_string_in_savedmodel_agrees_with_predict(files, tmp_path):
+    summary = tmp_path / "text.json"
+    result = runner.invoke(app, ["export", "savedmodel", "--model", files["model"], "--out", str(tmp_path / "sm"),
+                                 "--text", "--test", files["test"], "--text-sentences", "30", "--json", str(summary),
+                                 "--runs", "3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    s = json.loads(summary.read_text())
+    assert s["text"] and s["n_texts"] == 30 and s["identical_texts"] == 30 and s["n_entities"] > 30
+    assert s["max_score_diff"] < 1e-5 and s["latency_p50_ms"] > 0
+    assert "vs kerasllm predict" in result.output
+    assert (tmp_path / "sm" / "assets.extra" / "text_model.json").exists()
+    result = runner.invoke(app, ["bench", "latency", "--model", str(tmp_path / "sm"), "--runs", "2", "--length", "16"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "savedmodel (text)" in result.output and "14 random whole-word" in result.output
 
 
 def test_bench_latency_on_artefact_and_folder(files, tflite, tmp_path):

@@ -17,6 +17,7 @@ from kerasllm.export import (
     OnnxRunner,
     SavedModelRunner,
     TFLiteRunner,
+    convert_onnx_float16,
     export_gpt_onnx,
     export_gpt_tflite,
     export_onnx,
@@ -200,6 +201,23 @@ def test_onnx_dynamic_quantization(classifier, quant_batches, float_onnx, export
     assert ratio < 0.4
 
 
+def test_onnx_float16_keeps_io_types_and_agrees(classifier, quant_batches, float_onnx, export_dir):
+    report = convert_onnx_float16(float_onnx.path, export_dir / "ner.fp16.onnx")
+    model = onnx.load(report.path)
+    elem = onnx.TensorProto
+    weights = [t for t in model.graph.initializer if t.data_type in (elem.FLOAT, elem.FLOAT16) and t.dims]
+    assert sum(t.data_type == elem.FLOAT16 for t in weights) > 0.9 * len(weights)  # weights really are half
+    assert {i.type.tensor_type.elem_type for i in model.graph.input} == {elem.INT32}
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [elem.FLOAT]  # logits stay float32
+    result = verify(classifier, OnnxRunner(report.path), quant_batches)
+    ratio = report.size_bytes / float_onnx.size_bytes
+    print(f"\nonnx float16: ratio {ratio:.3f}, {result}")
+    assert result["argmax_agreement"] >= 0.99 and result["max_abs_diff"] < 1e-2
+    assert ratio < 0.6
+    with pytest.raises(ValueError, match="must differ"):
+        convert_onnx_float16(report.path, report.path)
+
+
 def test_int8_full_integer_with_representative_data(classifier, batches, quant_batches, export_dir):
     rng = np.random.default_rng(3)
     data = (_batch(rng, 1, int(n), pad_from=int(n) - 2) for n in rng.integers(6, 20, size=200))
@@ -213,6 +231,26 @@ def test_int8_full_integer_with_representative_data(classifier, batches, quant_b
     dtypes = {d["dtype"] for d in runner.interpreter.get_tensor_details()}
     assert np.int8 in dtypes  # activations/weights really are int8
     print(f"\nint8: fallback={report.fallback!r}, {verify(classifier, runner, quant_batches)}")
+
+
+def test_int8_calibration_rows_have_one_length_and_no_padding():
+    from kerasllm.export.tflite import _common_length_rows
+
+    rng = np.random.default_rng(7)
+    real = [5, 9, 12, 7, 20, 3, 9, 15]
+    rows = [{k: v[:1] for k, v in _batch(rng, 1, 24, pad_from=n).items()} for n in real]
+    cut = _common_length_rows(rows, steps=100, fixed_length=None, pad_token_id=0)
+    median = int(np.median(real))  # 9
+    assert len(cut) == sum(n >= median for n in real)
+    for row in cut:
+        assert {v.shape for v in row.values()} == {(1, median)}
+        assert row["attention_mask"].all()  # no masked position reaches the calibrator
+    # The rows keep their own first tokens.
+    assert cut[0]["input_ids"].tolist() == rows[1]["input_ids"][:, :median].tolist()
+    # A fixed length that (almost) no row reaches: padded, with a warning.
+    with pytest.warns(UserWarning, match="calibration rows have 24 real tokens"):
+        padded = _common_length_rows(rows, steps=100, fixed_length=24, pad_token_id=0)
+    assert len(padded) == len(rows) and not padded[0]["attention_mask"].all()
 
 
 def test_int8_reports_ops_left_in_float(tmp_path):
@@ -268,12 +306,13 @@ def test_failed_conversion_leaves_no_file(classifier, tmp_path):
 def test_unsupported_op_is_named(tmp_path):
     inputs = keras.Input(shape=(None,), dtype=tf.int32, name="input_ids")
     x = keras.layers.Embedding(10, 4)(inputs)
-    outputs = keras.layers.Lambda(tf.math.erfc)(x)  # TF's own exact GELU lowers to Erfc
+    outputs = keras.layers.Lambda(tf.math.erfc, name="odd_gelu")(x)  # TF's own exact GELU lowers to Erfc
     model = keras.Model({"input_ids": inputs}, outputs)
     with pytest.raises(ExportError, match="Erfc") as err:
         export_tflite(model, tmp_path / "erfc.tflite")
-    assert "allow_custom_ops" in str(err.value) and err.value.ops == ["Erfc"]
-    with pytest.raises(ExportError, match="Erfc"):
+    assert "Erfc (layer 'odd_gelu')" in str(err.value) and err.value.ops == ["Erfc"]
+    assert "allow_custom_ops=True" in str(err.value)
+    with pytest.raises(ExportError, match=r"Erfc \(layer 'odd_gelu'\).*tf.math.erf"):
         export_onnx(model, tmp_path / "erfc.onnx")
     assert os.listdir(tmp_path) == []
 

@@ -41,6 +41,26 @@ def test_finetune_writes_model_metrics_and_verified_tflite(small_corpus, tmp_pat
     assert abs(export["tflite_entity_f1"] - export["keras_entity_f1"]) <= 0.05
     assert f"test entity F1: {metrics['test']['f1'] * 100:.2f}" in result.output
     assert not (out / "backup").exists()  # removed once training completed
+    settings = json.loads((out / "finetune_config.json").read_text())
+    assert settings["task"] == "ner" and settings["epochs"] == 2 and settings["vocab_size"] == 300
+    assert metrics["replicas"] == 1 and metrics["best_epoch"] in (1, 2)
+
+
+def test_freeze_flags_train_the_expected_parameters(small_corpus, tmp_path):
+    from kerasllm.training.ner_finetune import load_ner_folder
+
+    out = tmp_path / "frozen"
+    result = runner.invoke(
+        app,
+        ["finetune", "ner", "--train", small_corpus["train"], "--epochs", "1", "--max-length", "32", "--vocab-size",
+         "300", "--freeze-embeddings", "--freeze-layers", "1", "--no-export", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    model, _, _ = load_ner_folder(out / "model")
+    frozen = model.get_layer("embeddings").count_params() + model.get_layer("encoder_layer_0").count_params()
+    total = model.count_params()
+    assert f"parameters: {total - frozen:,} trainable of {total:,}" in result.output
+    assert "embeddings frozen, lowest 1 of 2 layers frozen" in result.output
 
 
 def test_malformed_line_is_one_clear_error(tmp_path):

@@ -1,10 +1,12 @@
 """Multi-head scaled dot-product attention with masks, bias and a key/value cache."""
 import math
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers._utils import clone_initializer
+from kerasllm.layers._utils import build_sublayer, clone_initializer
+from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
 from kerasllm.layers.masks import causal_mask, combine_masks
 
 # Added to masked scores before the softmax. exp(-1e9 - max) underflows to exactly
@@ -46,6 +48,12 @@ class MultiHeadAttention(keras.layers.Layer):
     and a fused ``kv_kernel`` ``[context_dim, 2 * heads * head_dim]``. The output
     projection is ``output_kernel`` ``[heads * head_dim, hidden]``.
 
+    With ``lora_rank > 0`` each projection named in ``lora_targets`` gets a
+    :class:`LoRA` sublayer (``query_lora``, ``key_lora``, ``value_lora``,
+    ``output_lora``) whose update is added to its slice of the fused kernel's
+    output, and the layer's own kernels and biases are created non-trainable:
+    only the low-rank factors train.
+
     Scores are computed and soft-maxed in float32 under mixed precision.
 
     Args:
@@ -58,6 +66,11 @@ class MultiHeadAttention(keras.layers.Layer):
             query width).
         kernel_initializer: initializer for the projection kernels.
         bias_initializer: initializer for the biases.
+        lora_rank: rank of the LoRA updates (0 = no LoRA).
+        lora_alpha: LoRA scale numerator (updates are scaled by ``alpha / rank``).
+        lora_dropout: dropout on the input of the LoRA paths.
+        lora_targets: projections that get LoRA, from ``"query"``, ``"key"``,
+            ``"value"``, ``"output"``.
 
     Call arguments:
         query: ``[batch, q_len, hidden]``.
@@ -90,6 +103,10 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> x = np.random.rand(1, 4, 8).astype("float32")
     >>> layer(x, attention_mask=np.array([[1, 1, 1, 0]])).shape
     TensorShape([1, 4, 8])
+    >>> lora = MultiHeadAttention(num_heads=2, lora_rank=2, lora_targets=("query", "value"), name="attn")
+    >>> _ = lora(x)
+    >>> [w.name.split("/", 1)[1] for w in lora.trainable_weights]  # the base kernels are frozen
+    ['query_lora/lora_a:0', 'query_lora/lora_b:0', 'value_lora/lora_a:0', 'value_lora/lora_b:0']
 
     References:
         Vaswani et al., "Attention Is All You Need", 2017.
@@ -105,9 +122,14 @@ class MultiHeadAttention(keras.layers.Layer):
         context_dim=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        lora_rank=0,
+        lora_alpha=16.0,
+        lora_dropout=0.0,
+        lora_targets=("query", "value"),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_lora_args(lora_rank, lora_alpha, lora_dropout, where=f"MultiHeadAttention {self.name!r}")
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         if not 0.0 <= dropout < 1.0:
@@ -120,7 +142,17 @@ class MultiHeadAttention(keras.layers.Layer):
         self.context_dim = context_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.lora_rank = lora_rank
+        self.lora_alpha = float(lora_alpha)
+        self.lora_dropout = float(lora_dropout)
+        self.lora_targets = normalize_lora_targets(
+            lora_targets, ATTENTION_TARGETS, where=f"MultiHeadAttention {self.name!r}"
+        )
         self._dropout_layer = keras.layers.Dropout(self.dropout)
+
+    @property
+    def has_lora(self):
+        return self.lora_rank > 0 and bool(self.lora_targets)
 
     def build(self, input_shape):
         hidden = int(input_shape[-1])
@@ -137,15 +169,16 @@ class MultiHeadAttention(keras.layers.Layer):
         self.hidden_size = hidden
 
         def weight(name, shape, init):
+            # With LoRA the base projections are frozen; only the low-rank factors train.
             return self.add_weight(
-                name=name, shape=shape, initializer=clone_initializer(init), trainable=True
+                name=name, shape=shape, initializer=clone_initializer(init), trainable=not self.has_lora
             )
 
         def bias(name, size):
             return weight(name, [size], self.bias_initializer) if self.use_bias else None
 
+        ctx = int(self.context_dim or hidden) if self.cross_attention else hidden
         if self.cross_attention:
-            ctx = int(self.context_dim or hidden)
             self.query_kernel = weight("query_kernel", [hidden, inner], self.kernel_initializer)
             self.query_bias = bias("query_bias", inner)
             self.kv_kernel = weight("kv_kernel", [ctx, 2 * inner], self.kernel_initializer)
@@ -155,7 +188,64 @@ class MultiHeadAttention(keras.layers.Layer):
             self.qkv_bias = bias("qkv_bias", 3 * inner)
         self.output_kernel = weight("output_kernel", [inner, hidden], self.kernel_initializer)
         self.output_bias = bias("output_bias", hidden)
+        if self.has_lora:
+            # (input width, output width) of each projection.
+            widths = {"query": (hidden, inner), "key": (ctx, inner), "value": (ctx, inner), "output": (inner, hidden)}
+            for target in self.lora_targets:
+                lora = LoRA(
+                    self.lora_rank,
+                    output_dim=widths[target][1],
+                    alpha=self.lora_alpha,
+                    dropout=self.lora_dropout,
+                    name=f"{target}_lora",
+                    dtype=self.dtype_policy,
+                )
+                build_sublayer(lora, [None, None, widths[target][0]])
+                setattr(self, f"{target}_lora", lora)
         super().build(input_shape)
+
+    def _plus_lora(self, target, x, y, training):
+        """``y`` plus the ``target`` projection's LoRA update of ``x`` (``y`` itself without one).
+
+        ``y`` is ``[b, t, hidden]`` (output) or split into heads ``[b, t, h, d]``.
+        """
+        lora = getattr(self, f"{target}_lora", None) if self.has_lora else None
+        if lora is None:
+            return y
+        delta = lora(x, training=training)
+        if y.shape.rank == 4:
+            (delta,) = self._split_heads(delta, 1)
+        return y + delta
+
+    def _kernel_slices(self):
+        """``{target: (kernel variable, part, parts)}``: which column block of which kernel a target adapts."""
+        if self.cross_attention:
+            slices = {"query": (self.query_kernel, 0, 1), "key": (self.kv_kernel, 0, 2), "value": (self.kv_kernel, 1, 2)}
+        else:
+            slices = {name: (self.qkv_kernel, i, 3) for i, name in enumerate(("query", "key", "value"))}
+        slices["output"] = (self.output_kernel, 0, 1)
+        return slices
+
+    def merged_lora_kernels(self):
+        """``{variable name: kernel + LoRA update}`` for every kernel this layer's LoRA adapts.
+
+        Each update ``alpha / rank * lora_a @ lora_b`` is added to its column block of
+        the fused kernel (``[Q | K | V]`` for self-attention, ``[K | V]`` for
+        cross-attention). Empty without LoRA.
+        """
+        merged = {}
+        if not self.has_lora:
+            return merged
+        slices = self._kernel_slices()
+        for target in self.lora_targets:
+            kernel, part, parts = slices[target]
+            value = merged.get(kernel.name)
+            if value is None:
+                value = np.array(kernel.numpy(), dtype=np.float32, copy=True)
+            width = value.shape[1] // parts
+            value[:, part * width : (part + 1) * width] += getattr(self, f"{target}_lora").delta_kernel().numpy()
+            merged[kernel.name] = value
+        return merged
 
     def _split_heads(self, x, parts):
         """``[b, t, parts*h*d]`` -> ``parts`` tensors of ``[b, t, h, d]``."""
@@ -163,10 +253,12 @@ class MultiHeadAttention(keras.layers.Layer):
         x = tf.reshape(x, [shape[0], shape[1], parts, self.num_heads, self.head_dim])
         return tf.unstack(x, num=parts, axis=2)
 
-    def compute_kv(self, context):
+    def compute_kv(self, context, training=None):
         """Keys and values of a cross-attention context, stacked as a cache ``[b, 2, k, h, d]``."""
         context = tf.cast(context, self.compute_dtype)
         k, v = self._split_heads(_project(context, self.kv_kernel, self.kv_bias), 2)
+        k = self._plus_lora("key", context, k, training)
+        v = self._plus_lora("value", context, v, training)
         return tf.stack([k, v], axis=1)
 
     def call(
@@ -189,12 +281,17 @@ class MultiHeadAttention(keras.layers.Layer):
             else:
                 if context is None:
                     raise ValueError("cross-attention needs `context` (the encoder outputs)")
-                k, v = tf.unstack(self.compute_kv(context), num=2, axis=1)
+                k, v = tf.unstack(self.compute_kv(context, training=training), num=2, axis=1)
             (q,) = self._split_heads(_project(query, self.query_kernel, self.query_bias), 1)
+            q = self._plus_lora("query", query, q, training)
         else:
             if context is not None:
                 raise ValueError("`context` is only for cross_attention=True layers")
             q, k, v = self._split_heads(_project(query, self.qkv_kernel, self.qkv_bias), 3)
+            q, k, v = (
+                self._plus_lora(target, query, y, training)
+                for target, y in zip(("query", "key", "value"), (q, k, v))
+            )
             if cache is not None:
                 cache = tf.cast(cache, self.compute_dtype)
                 kv = tf.stack([k, v], axis=1)
@@ -226,6 +323,7 @@ class MultiHeadAttention(keras.layers.Layer):
             context_out, [shape[0], shape[1], self.num_heads * self.head_dim]
         )
         output = _project(context_out, self.output_kernel, self.output_bias)
+        output = self._plus_lora("output", context_out, output, training)
 
         results = [output]
         if return_attention_scores:
@@ -246,6 +344,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 "context_dim": self.context_dim,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha,
+                "lora_dropout": self.lora_dropout,
+                "lora_targets": list(self.lora_targets),
             }
         )
         return config

@@ -14,6 +14,9 @@ class TransformerDecoderBlock(TransformerEncoderBlock):
     Takes every argument of :class:`TransformerEncoderBlock` plus ``cross_attention``.
     With ``cross_attention=True`` the extra sublayers are ``cross_attention`` and
     ``cross_attention_norm``; the residual/norm order follows ``normalize_first``.
+    LoRA on ``"query"``/``"key"``/``"value"``/``"output"`` adapts those projections
+    of the cross-attention too; adapters sit after the self-attention and the
+    feed-forward sublayers (not after the cross-attention).
     GPT-2 is a stack of these blocks with ``normalize_first=True`` and no
     cross-attention.
 
@@ -64,10 +67,12 @@ class TransformerDecoderBlock(TransformerEncoderBlock):
                 kernel_initializer=self.kernel_initializer,
                 name="cross_attention",
                 dtype=self.dtype_policy,
+                **self._lora_args(),
             )
             build_sublayer(self.cross_attention, shape)
             self.cross_attention_norm = self._norm("cross_attention_norm")
             build_sublayer(self.cross_attention_norm, shape)
+            self._settle_trainable()
 
     def call(
         self,
@@ -92,7 +97,7 @@ class TransformerDecoderBlock(TransformerEncoderBlock):
                 training=training,
             )
 
-        x, new_cache = self._sublayer(x, self.attention_norm, self_attend, training)
+        x, new_cache = self._sublayer(x, self.attention_norm, self_attend, training, self.attention_adapter)
         if self.cross_attention_enabled:
             if encoder_outputs is None and cross_attention_cache is None:
                 raise ValueError(
@@ -109,7 +114,7 @@ class TransformerDecoderBlock(TransformerEncoderBlock):
                 )
 
             x, _ = self._sublayer(x, self.cross_attention_norm, cross_attend, training)
-        x, _ = self._sublayer(x, self.ffn_norm, self.ffn, training)
+        x, _ = self._feed_forward(x, training)
         return x if cache is None else (x, new_cache)
 
     def get_config(self):

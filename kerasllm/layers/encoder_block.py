@@ -3,8 +3,29 @@ import tf_keras as keras
 
 from kerasllm.layers._utils import build_sublayer
 
+from kerasllm.layers.adapter import Adapter
 from kerasllm.layers.attention import MultiHeadAttention
 from kerasllm.layers.feedforward import FeedForward
+from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
+
+PEFT_LAYERS = (LoRA, Adapter)
+
+
+def freeze_base_weights(layer):
+    """Freeze every weight under ``layer`` except those of :class:`LoRA` and :class:`Adapter` layers.
+
+    A layer holding LoRA creates its own base kernels non-trainable
+    (:class:`MultiHeadAttention`, :class:`FeedForward`), so a layer with PEFT
+    sublayers only needs its other sublayers frozen.
+    """
+    if isinstance(layer, PEFT_LAYERS):
+        return
+    sublayers = list(layer._flatten_layers(include_self=False, recursive=False))
+    if not any(isinstance(sub, PEFT_LAYERS) for sub in layer._flatten_layers(include_self=False)):
+        layer.trainable = False
+        return
+    for sub in sublayers:
+        freeze_base_weights(sub)
 
 
 def default_initializer(stddev=0.02):
@@ -29,6 +50,20 @@ class TransformerEncoderBlock(keras.layers.Layer):
     Sublayers: ``attention`` (:class:`MultiHeadAttention`), ``attention_norm``,
     ``ffn`` (:class:`FeedForward`), ``ffn_norm``.
 
+    Parameter-efficient fine-tuning: ``lora_rank > 0`` gives the projections named
+    in ``lora_targets`` LoRA updates (frozen base kernels, see
+    :class:`MultiHeadAttention`); ``"ffn"`` adapts both feed-forward layers.
+    ``adapter_size > 0`` adds Houlsby bottleneck adapters ``attention_adapter`` and
+    ``ffn_adapter`` (:class:`Adapter`) on each branch, after its dropout and before
+    the residual add (and, post-LN, the norm)::
+
+        h = norm1(x + attention_adapter(dropout(attention(x))))
+        y = norm2(h + ffn_adapter(dropout(ffn(h))))
+
+    With LoRA or adapters every other weight of the block (kernels, biases,
+    norms) is frozen when it is built, so a block rebuilt from its config
+    trains exactly the same weights.
+
     Args:
         num_heads: attention heads.
         intermediate_size: feed-forward width.
@@ -38,6 +73,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon: epsilon of both layer norms.
         normalize_first: pre-LN (True) or post-LN (False).
         kernel_initializer: initializer for every kernel.
+        lora_rank: rank of the LoRA updates (0 = no LoRA).
+        lora_alpha: LoRA scale numerator (updates are scaled by ``alpha / rank``).
+        lora_dropout: dropout on the input of the LoRA paths.
+        lora_targets: from ``"query"``, ``"key"``, ``"value"``, ``"output"``
+            (attention) and ``"ffn"`` (both feed-forward layers).
+        adapter_size: bottleneck width of the adapters (0 = no adapters).
 
     Call arguments:
         x: ``[batch, seq, hidden]``.
@@ -69,9 +110,18 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-12,
         normalize_first=False,
         kernel_initializer=None,
+        lora_rank=0,
+        lora_alpha=16.0,
+        lora_dropout=0.0,
+        lora_targets=("query", "value"),
+        adapter_size=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        where = f"{type(self).__name__} {self.name!r}"
+        check_lora_args(lora_rank, lora_alpha, lora_dropout, where=where)
+        if not isinstance(adapter_size, int) or isinstance(adapter_size, bool) or adapter_size < 0:
+            raise ValueError(f"{where}: adapter_size must be an integer >= 0 (0 = no adapters), got {adapter_size!r}")
         for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -83,6 +133,34 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.normalize_first = normalize_first
         self.kernel_initializer = keras.initializers.get(kernel_initializer or default_initializer())
+        self.lora_rank = lora_rank
+        self.lora_alpha = float(lora_alpha)
+        self.lora_dropout = float(lora_dropout)
+        self.lora_targets = normalize_lora_targets(lora_targets, where=where)
+        self.adapter_size = adapter_size
+
+    def _lora_args(self, ffn=False):
+        """LoRA arguments of the attention sublayers, or (``ffn=True``) of the feed-forward network."""
+        args = {"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout}
+        if ffn:
+            if "ffn" not in self.lora_targets:
+                args["lora_rank"] = 0
+            return args
+        args["lora_targets"] = tuple(t for t in self.lora_targets if t in ATTENTION_TARGETS)
+        return args
+
+    def _adapter(self, name, shape):
+        if not self.adapter_size:
+            return None
+        adapter = Adapter(
+            self.adapter_size,
+            activation=self.activation,
+            kernel_initializer=self.kernel_initializer,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+        build_sublayer(adapter, shape)
+        return adapter
 
     def _norm(self, name):
         return keras.layers.LayerNormalization(
@@ -97,6 +175,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=self.kernel_initializer,
             name="attention",
             dtype=self.dtype_policy,
+            **self._lora_args(),
         )
         build_sublayer(self.attention, shape)
         self.attention_norm = self._norm("attention_norm")
@@ -107,24 +186,45 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=self.kernel_initializer,
             name="ffn",
             dtype=self.dtype_policy,
+            **self._lora_args(ffn=True),
         )
         build_sublayer(self.ffn, shape)
         self.ffn_norm = self._norm("ffn_norm")
         build_sublayer(self.ffn_norm, shape)
+        self.attention_adapter = self._adapter("attention_adapter", shape)
+        self.ffn_adapter = self._adapter("ffn_adapter", shape)
         self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._settle_trainable()
         super().build(input_shape)
 
-    def _sublayer(self, x, norm, fn, training):
+    def _settle_trainable(self):
+        """Freeze the base sublayers under LoRA/adapters; pass a frozen block's state to its new sublayers.
+
+        (``trainable=False`` given to the constructor, as ``from_config`` does, does not
+        reach sublayers created later in ``build``; the ``trainable`` setter does. Both
+        must give the same weight order, or positional loading mixes weights up.)
+        """
+        if self.lora_rank or self.adapter_size:
+            for sub in self._flatten_layers(include_self=False, recursive=False):
+                freeze_base_weights(sub)
+        if not self.trainable:
+            self.trainable = False
+
+    def _sublayer(self, x, norm, fn, training, adapter=None):
         """One residual sub-block in the configured order; returns ``(x, extra)``.
 
         ``extra`` is the second element when ``fn`` returns a tuple (scores or cache).
+        ``adapter`` (if any) transforms the branch after its dropout, before the residual add.
         """
         h = norm(x) if self.normalize_first else x
         out = fn(h)
         extra = None
         if isinstance(out, tuple):
             out, extra = out
-        x = x + self._dropout_layer(out, training=training)
+        out = self._dropout_layer(out, training=training)
+        if adapter is not None:
+            out = adapter(out)
+        x = x + out
         if not self.normalize_first:
             x = norm(x)
         return x, extra
@@ -148,9 +248,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 training=training,
             )
 
-        x, scores = self._sublayer(x, self.attention_norm, attend, training)
-        x, _ = self._sublayer(x, self.ffn_norm, self.ffn, training)
+        x, scores = self._sublayer(x, self.attention_norm, attend, training, self.attention_adapter)
+        x, _ = self._feed_forward(x, training)
         return (x, scores) if return_attention_scores else x
+
+    def _feed_forward(self, x, training):
+        return self._sublayer(
+            x, self.ffn_norm, lambda h: self.ffn(h, training=training), training, self.ffn_adapter
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -167,6 +272,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "normalize_first": self.normalize_first,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha,
+                "lora_dropout": self.lora_dropout,
+                "lora_targets": list(self.lora_targets),
+                "adapter_size": self.adapter_size,
             }
         )
         return config

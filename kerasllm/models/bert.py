@@ -11,6 +11,7 @@ import tf_keras as keras
 from kerasllm.layers import TransformerEmbedding, TransformerEncoderBlock
 from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.models.heads import NamedActivation, Pooler, VocabBias, dense_head, float32_logits, token_ids_input
+from kerasllm.models.peft import freeze
 
 
 def _check(config):
@@ -27,6 +28,11 @@ def bert_inputs():
         "attention_mask": token_ids_input("attention_mask"),
         "token_type_ids": token_ids_input("token_type_ids"),
     }
+
+
+def encoder_block(config, name):
+    """One :class:`TransformerEncoderBlock` as ``config`` describes it (LoRA and adapters included)."""
+    return TransformerEncoderBlock(name=name, **config.block_args())
 
 
 def encoder_layers(config, inputs, pooler=True):
@@ -50,17 +56,7 @@ def encoder_layers(config, inputs, pooler=True):
     token_types = inputs.get("token_type_ids") if config.type_vocab_size else None
     x = embeddings(inputs["input_ids"], token_type_ids=token_types)
     for i in range(config.num_layers):
-        x = TransformerEncoderBlock(
-            num_heads=config.num_heads,
-            intermediate_size=config.intermediate_size,
-            activation=config.activation,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            normalize_first=config.normalize_first,
-            kernel_initializer=default_initializer(config.initializer_range),
-            name=f"encoder_layer_{i}",
-        )(x, attention_mask=inputs["attention_mask"])
+        x = encoder_block(config, f"encoder_layer_{i}")(x, attention_mask=inputs["attention_mask"])
     pooled = None
     if pooler and config.use_pooler:
         pooled = Pooler(
@@ -72,9 +68,10 @@ def encoder_layers(config, inputs, pooler=True):
 
 
 def _tag(model, config, task, **info):
+    """Attach the config and task, and freeze what the config's PEFT settings ask for."""
     model.kerasllm_config = config
     model.kerasllm_task = dict(task=task, **info)
-    return model
+    return freeze(model)
 
 
 def bert_encoder(config, name="bert_encoder"):

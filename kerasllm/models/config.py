@@ -5,6 +5,8 @@ import json
 from kerasllm._io import atomic_write_json
 from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
 from kerasllm.layers.embeddings import POSITION_TYPES
+from kerasllm.layers.encoder_block import default_initializer
+from kerasllm.layers.lora import LORA_TARGETS, lora_arg_problem, normalize_lora_targets
 
 MODEL_TYPES = ("bert", "gpt", "encoder_decoder")
 
@@ -32,6 +34,19 @@ class TransformerConfig:
         num_decoder_layers: decoder blocks of an encoder-decoder (``num_layers`` when 0).
         pad_token_id: id of the padding token.
         use_pooler: BERT's tanh pooler over the first token.
+        lora_rank: rank of LoRA updates on the projections in ``lora_targets``
+            (0 = no LoRA). With LoRA or adapters every base weight is frozen; see
+            :func:`kerasllm.models.with_peft`.
+        lora_alpha: LoRA scale numerator; updates are scaled by ``alpha / rank``.
+        lora_dropout: dropout on the input of the LoRA paths.
+        lora_targets: projections that get LoRA, from ``"query"``, ``"key"``,
+            ``"value"``, ``"output"`` (attention output) and ``"ffn"`` (both
+            feed-forward layers); a list, tuple or comma-separated string.
+        adapter_size: bottleneck width of Houlsby adapters after the attention and
+            feed-forward sublayers of every block (0 = no adapters).
+        freeze_embeddings: freeze the embedding layer.
+        freeze_layers: freeze the lowest this many blocks (encoder blocks; decoder
+            blocks for ``gpt``).
     """
 
     model_type: str = "bert"
@@ -52,8 +67,19 @@ class TransformerConfig:
     num_decoder_layers: int = 0
     pad_token_id: int = 0
     use_pooler: bool = True
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple = ("query", "value")
+    adapter_size: int = 0
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
 
     def __post_init__(self):
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        elif isinstance(self.lora_targets, list):
+            self.lora_targets = tuple(self.lora_targets)
         if not self.intermediate_size:
             self.intermediate_size = 4 * self.hidden_size
         if self.model_type == "encoder_decoder" and not self.num_decoder_layers:
@@ -97,10 +123,50 @@ class TransformerConfig:
             fail("position_embedding", self.position_embedding, "allowed values: ['learned', 'sinusoidal']")
         if self.pad_token_id >= self.vocab_size:
             fail("pad_token_id", self.pad_token_id, f"must be < vocab_size={self.vocab_size}")
+        self._validate_peft(fail)
+
+    def _validate_peft(self, fail):
+        problem = lora_arg_problem(self.lora_rank, self.lora_alpha, self.lora_dropout)
+        if problem:
+            fail(problem[0], getattr(self, problem[0]), problem[1])
+        if not isinstance(self.lora_targets, tuple) or not all(isinstance(t, str) for t in self.lora_targets):
+            fail("lora_targets", self.lora_targets, f"must be a list of names from {list(LORA_TARGETS)}")
+        try:
+            normalize_lora_targets(self.lora_targets)
+        except ValueError as err:
+            fail("lora_targets", self.lora_targets, str(err).split(": ", 1)[-1])
+        if self.lora_rank and not self.lora_targets:
+            fail("lora_targets", self.lora_targets, f"lora_rank={self.lora_rank} needs at least one of {list(LORA_TARGETS)}")
+        if not isinstance(self.adapter_size, int) or isinstance(self.adapter_size, bool) or self.adapter_size < 0:
+            fail("adapter_size", self.adapter_size, "must be an integer >= 0 (0 = no adapters)")
+        if not isinstance(self.freeze_embeddings, bool):
+            fail("freeze_embeddings", self.freeze_embeddings, "must be true or false")
+        value = self.freeze_layers
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= self.num_layers:
+            fail("freeze_layers", value, f"must be an integer from 0 to num_layers={self.num_layers}")
 
     @property
     def head_dim(self):
         return self.hidden_size // self.num_heads
+
+    @property
+    def uses_peft(self):
+        """True with LoRA or adapters: then only they and the task head train."""
+        return bool(self.lora_rank or self.adapter_size)
+
+    def block_args(self):
+        """Keyword arguments of :class:`TransformerEncoderBlock` / ``TransformerDecoderBlock`` this config sets.
+
+        Everything but ``name`` (and a decoder's ``cross_attention``): sizes, dropout,
+        norm placement, initializer, and the LoRA and adapter settings.
+        """
+        shared = (
+            "num_heads", "intermediate_size", "activation", "dropout", "attention_dropout", "layer_norm_epsilon",
+            "normalize_first", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size",
+        )
+        args = {name: getattr(self, name) for name in shared}
+        args["kernel_initializer"] = default_initializer(self.initializer_range)
+        return args
 
     def replace(self, **changes):
         """A validated copy with ``changes`` applied."""

@@ -6,9 +6,10 @@ Layer names: ``embeddings`` (shared by encoder, decoder and LM head),
 """
 import tf_keras as keras
 
-from kerasllm.layers import TransformerEmbedding, TransformerEncoderBlock
-from kerasllm.layers.encoder_block import default_initializer
+from kerasllm.layers import TransformerEmbedding
+from kerasllm.models.bert import encoder_block
 from kerasllm.models.gpt import decoder_block
+from kerasllm.models.peft import freeze
 from kerasllm.models.heads import float32_logits, token_ids_input
 
 
@@ -61,17 +62,7 @@ def encoder_decoder(config, name="encoder_decoder"):
 
     enc = embeddings(inputs["encoder_input_ids"])
     for i in range(config.num_layers):
-        enc = TransformerEncoderBlock(
-            num_heads=config.num_heads,
-            intermediate_size=config.intermediate_size,
-            activation=config.activation,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            normalize_first=config.normalize_first,
-            kernel_initializer=default_initializer(config.initializer_range),
-            name=f"encoder_layer_{i}",
-        )(enc, attention_mask=inputs["encoder_attention_mask"])
+        enc = encoder_block(config, f"encoder_layer_{i}")(enc, attention_mask=inputs["encoder_attention_mask"])
     enc = final_norm(enc, "encoder_final_norm")
 
     dec = embeddings(inputs["decoder_input_ids"])
@@ -87,4 +78,4 @@ def encoder_decoder(config, name="encoder_decoder"):
     model = keras.Model(inputs, logits, name=name)
     model.kerasllm_config = config
     model.kerasllm_task = {"task": "seq2seq_lm"}
-    return model
+    return freeze(model)

@@ -6,23 +6,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers import TransformerDecoderBlock, TransformerEmbedding
-from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.models.heads import float32_logits, token_ids_input
+from kerasllm.models.peft import freeze
 
 
 def decoder_block(config, name, cross_attention=False):
-    return TransformerDecoderBlock(
-        num_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        cross_attention=cross_attention,
-        activation=config.activation,
-        dropout=config.dropout,
-        attention_dropout=config.attention_dropout,
-        layer_norm_epsilon=config.layer_norm_epsilon,
-        normalize_first=config.normalize_first,
-        kernel_initializer=default_initializer(config.initializer_range),
-        name=name,
-    )
+    """One :class:`TransformerDecoderBlock` as ``config`` describes it (LoRA and adapters included)."""
+    return TransformerDecoderBlock(cross_attention=cross_attention, name=name, **config.block_args())
 
 
 def gpt_decoder(config, name="gpt"):
@@ -65,7 +55,7 @@ def gpt_decoder(config, name="gpt"):
     model = keras.Model(inputs, logits, name=name)
     model.kerasllm_config = config
     model.kerasllm_task = {"task": "causal_lm"}
-    return model
+    return freeze(model)
 
 
 def init_cache(config, batch_size, max_length, dtype=tf.float32):

@@ -2,7 +2,9 @@
 
 A kerasllm folder holds ``config.json`` (the :class:`TransformerConfig`),
 ``kerasllm.json`` (task, number of labels, label names, ...) and
-``model.weights.h5``. Whole models also round-trip through tf_keras's own
+``model.weights.h5``. The config carries the PEFT settings (LoRA, adapters,
+frozen layers), so a fine-tuned LoRA model reloads with the same weights
+trainable (:mod:`kerasllm.models.peft`). Whole models also round-trip through tf_keras's own
 formats (``.keras``, H5, SavedModel) because every layer is registered.
 """
 import json

@@ -29,17 +29,23 @@ and ``RaggedTensorToTensor``. Cased vocabularies also use TF Text's
 ``NormalizeUTF8WithOffsetsMap``/``FindSourceOffsets`` (NFC), which have no
 TFLite kernel.
 
-``tf_tokenize(..., tflite_compatible=True)`` is built only from ops with TFLite
-kernels: the TF Text custom ops ``FastBertNormalize`` and
-``FastWordpieceTokenizeWithOffsets`` (and ``RaggedTensorToTensor`` when the
-ids are padded), registered in a TFLite interpreter with
-``tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS``, plus builtins. It
-normalises the TF Text way (NFKC case folding, control characters become
-spaces, words limited by bytes), so it differs from Hugging Face on some text:
-``…`` -> ``...``, ``ß`` -> ``ss``, ``ĳ`` -> ``ij``, ``´`` dropped, words joined
-by a zero-width joiner split apart. On the recorded corpus lines it agrees
-with Hugging Face everywhere except 71 of the 1,287 WNUT-17 sentences with the
-uncased vocabulary.
+``tf_tokenize(..., tflite_compatible=True)`` (and
+:meth:`WordPieceTokenizer.tflite_tokenize_with_offsets`) is built only from ops
+with TFLite kernels: the TF Text custom ops ``FastBertNormalize`` and
+``FastWordpieceTokenize``/``FastWordpieceTokenizeWithOffsets`` (and
+``RaggedTensorToTensor`` when the ids are padded), registered in a TFLite
+interpreter with ``tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS``, plus
+builtins. ``FastBertNormalize`` runs a normaliser model built from the same
+BERT character table as step 2 (``_normalization.fast_bert_normalizer_model``;
+TF Text's stock model would fold ``…`` to ``...`` and ``ß`` to ``ss``), and
+FastWordpiece's own pre-tokenization splits punctuation and CJK as BERT does.
+On the recorded corpus lines (WNUT-17 test, tinyshakespeare, the edge cases) it
+gives Hugging Face's ids everywhere, with both vocabularies, except one cased
+edge case: it does not compose a character and a following combining mark (NFC,
+step 1; only cased vocabularies keep accents). Other known differences: words
+are limited by ``max_chars_per_word`` UTF-8 bytes rather than characters, and
+unassigned or private-use code points beyond plane 1 are kept (BERT drops them).
+``pytest tests/test_tokenizers_tflite.py -s -k corpora`` prints the counts.
 """
 from __future__ import annotations
 
@@ -499,12 +505,12 @@ class WordPieceTokenizer:
             strings: a scalar or rank-1 string tensor.
             add_special_tokens: wrap each sequence as ``[CLS] ... [SEP]``.
             tflite_compatible: use only ops with TFLite kernels
-                (``FastBertNormalize``, ``FastWordpieceTokenize``). That path
-                normalises like TF Text's BERT (NFKC case folding, control
-                characters become spaces, words limited by bytes not characters),
-                so it can differ from Hugging Face on unusual text (``…``, ``ß``,
-                ``ĳ``, ``´``, zero-width joiners). Only plain uncased (lowercase
-                and strip accents) or plain cased settings are supported.
+                (``FastBertNormalize`` with kerasllm's BERT normaliser model,
+                ``FastWordpieceTokenize``). Same ids as the exact path except
+                for the rare cases in the module doc (no NFC composition of
+                cased text, words limited by bytes not characters). Only plain
+                uncased (lowercase and strip accents) or plain cased settings
+                are supported.
 
         Returns:
             ``tf.RaggedTensor`` of int32 ids ``[batch, (tokens)]`` for rank-1
@@ -548,23 +554,75 @@ class WordPieceTokenizer:
         return tf.RaggedTensor.from_row_splits(values, tf.cast(new_splits, tf.int64), validate=False)
 
     def _tflite_tokenize(self, batch: tf.Tensor) -> tf.RaggedTensor:
+        normalizer, wordpiece = self._tflite_parts()
+        return wordpiece.tokenize(normalizer.normalize(batch))
+
+    def _tflite_parts(self):
+        """TF Text's ``FastBertNormalizer`` (with kerasllm's BERT normaliser model) and
+        ``FastWordpieceTokenizer`` (int32 ids), built once on first use (a few seconds:
+        the trie of replacements, see ``_normalization.fast_bert_normalizer_model``)."""
         if self._tflite_tokenizer is None:
             if self.lowercase != self.strip_accents:
                 raise ValueError(
                     "tflite_compatible=True supports lowercase with strip_accents, or neither "
-                    f"(TF Text's FastBertNormalizer has one switch); got lowercase={self.lowercase}, "
+                    f"(the settings of BERT's uncased and cased vocabularies); got lowercase={self.lowercase}, "
                     f"strip_accents={self.strip_accents}"
                 )
             with tf.init_scope():  # may be first called while tracing; keep the model eager
-                self._tflite_tokenizer = tf_text.FastBertTokenizer(
+                normalizer = tf_text.FastBertNormalizer(
+                    model_buffer=_normalization.fast_bert_normalizer_model(self.lowercase, self.strip_accents)
+                )
+                wordpiece = tf_text.FastWordpieceTokenizer(
                     vocab=self._vocab,
                     suffix_indicator=SUFFIX_INDICATOR,
                     max_bytes_per_word=self.max_chars_per_word,
                     token_out_type=tf.int32,
                     unknown_token=self.unk_token,
-                    lower_case_nfd_strip_accents=self.lowercase,
                 )
-        return self._tflite_tokenizer.tokenize(batch)
+            self._tflite_tokenizer = (normalizer, wordpiece)
+        return self._tflite_tokenizer
+
+    def tflite_tokenize_with_offsets(self, strings: tf.Tensor) -> dict:
+        """Wordpieces of a rank-1 string tensor with byte offsets, from ops with TFLite kernels.
+
+        The ``tflite_compatible`` path of :meth:`tf_tokenize` (TF Text's
+        ``FastBertNormalize`` and ``FastWordpieceTokenizeWithOffsets`` custom ops,
+        everything else TFLite builtins), flat rather than ragged so that it
+        converts without ragged kernels.
+
+        Returns:
+            a dict of flat tensors over all pieces of the batch, in order:
+            ``ids`` (int32), ``rows`` (which string, int32), ``starts``/``ends``
+            (int32 UTF-8 byte offsets into that string), and ``row_splits``
+            (``[batch + 1]`` int32: the pieces of string ``i`` are
+            ``row_splits[i]:row_splits[i + 1]``).
+
+        Example:
+
+        >>> tok = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "!"])
+        >>> out = tok.tflite_tokenize_with_offsets(tf.constant(["Unaffable!"]))  # doctest: +SKIP
+        >>> out["ids"].numpy().tolist(), out["starts"].numpy().tolist(), out["ends"].numpy().tolist()  # doctest: +SKIP
+        ([5, 6, 7, 8], [0, 2, 5, 9], [2, 5, 9, 10])
+        """
+        normalizer, wordpiece = self._tflite_parts()
+        normalized, offsets = normalizer.normalize_with_offsets(strings)
+        ids, starts, ends = wordpiece.tokenize_with_offsets(normalized)
+        splits = tf.cast(ids.row_splits, tf.int32)
+        flat_ids = ids.flat_values
+        count = tf.shape(flat_ids)[0]
+        # Row of each piece: the number of row ends at or before it (no RaggedRange).
+        rows = tf.cumsum(
+            tf.math.unsorted_segment_sum(tf.ones_like(splits[1:-1]), splits[1:-1], count + 1)
+        )[:count]
+        # Offsets into the normalised text -> bytes of the input, through the
+        # normaliser's map (one entry per normalised byte, plus the end).
+        base = tf.gather(tf.cast(offsets.row_splits, tf.int32), rows)
+        mapping = tf.cast(offsets.flat_values, tf.int32)
+
+        def to_input(values):
+            return tf.gather(mapping, tf.cast(values.flat_values, tf.int32) + base)
+
+        return {"ids": flat_ids, "rows": rows, "starts": to_input(starts), "ends": to_input(ends), "row_splits": splits}
 
     # ------------------------------------------------------------ encoding
     def encode(

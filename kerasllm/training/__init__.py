@@ -1,4 +1,4 @@
-"""Training: AdamW and warm-up schedules, masked token losses, callbacks, strategies.
+"""Training: AdamW and warm-up schedules, masked token losses, callbacks, strategies, fine-tuning.
 
 Everything works with plain ``model.fit`` and under any ``tf.distribute``
 strategy (create the model and the optimizer inside ``strategy.scope()``)::
@@ -18,41 +18,53 @@ strategy (create the model and the optimizer inside ``strategy.scope()``)::
     resume = next(cb for cb in callbacks if isinstance(cb, training.ResumableTraining))
     model.fit(resume.shuffled_epochs(train_examples, seed=0, batch_size=32), epochs=3,
               validation_data=dev_batches, callbacks=callbacks)
-"""
-from kerasllm.training.callbacks import (
-    BestCheckpoint,
-    ResumableEarlyStopping,
-    ResumableTraining,
-    ThroughputProgress,
-    standard_callbacks,
-)
-from kerasllm.training.distribution import strategy
-from kerasllm.training.losses import (
-    MaskedAccuracy,
-    MaskedSparseCategoricalCrossentropy,
-    masked_accuracy,
-    masked_sparse_categorical_crossentropy,
-)
-from kerasllm.training.mixed_precision import set_mixed_precision
-from kerasllm.training.optimizers import WarmupSchedule, create_optimizer
-from kerasllm.training.seed import set_seed
-from kerasllm.training.train_step import enable_gradient_accumulation, install_train_step
 
-__all__ = [
-    "BestCheckpoint",
-    "MaskedAccuracy",
-    "MaskedSparseCategoricalCrossentropy",
-    "ResumableEarlyStopping",
-    "ResumableTraining",
-    "ThroughputProgress",
-    "WarmupSchedule",
-    "create_optimizer",
-    "enable_gradient_accumulation",
-    "install_train_step",
-    "masked_accuracy",
-    "masked_sparse_categorical_crossentropy",
-    "set_mixed_precision",
-    "set_seed",
-    "standard_callbacks",
-    "strategy",
-]
+The whole fine-tuning jobs of ``kerasllm finetune ner|classify`` are
+``run_ner_finetune(NerFinetuneConfig(...))`` and
+``run_classify_finetune(ClassifyFinetuneConfig(...))``; both run
+:func:`run_finetune` (``kerasllm.training.finetune``) with their task.
+"""
+import importlib
+
+# Names are imported from their modules on first use, so that importing a light
+# module of this package (the fine-tuning configs the CLI reads) does not load
+# TensorFlow.
+_WHERE = {
+    "BestCheckpoint": "callbacks",
+    "ResumableEarlyStopping": "callbacks",
+    "ResumableTraining": "callbacks",
+    "ThroughputProgress": "callbacks",
+    "standard_callbacks": "callbacks",
+    "strategy": "distribution",
+    "MaskedAccuracy": "losses",
+    "MaskedSparseCategoricalCrossentropy": "losses",
+    "masked_accuracy": "losses",
+    "masked_sparse_categorical_crossentropy": "losses",
+    "set_mixed_precision": "mixed_precision",
+    "WarmupSchedule": "optimizers",
+    "create_optimizer": "optimizers",
+    "set_seed": "seed",
+    "enable_gradient_accumulation": "train_step",
+    "install_train_step": "train_step",
+    "FinetuneConfig": "finetune_config",
+    "NerFinetuneConfig": "finetune_config",
+    "ClassifyFinetuneConfig": "finetune_config",
+    "FinetuneTask": "finetune",
+    "run_finetune": "finetune",
+    "run_ner_finetune": "ner_finetune",
+    "run_classify_finetune": "classify_finetune",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"kerasllm.training.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -3,18 +3,15 @@
 ``run_ner_finetune(NerFinetuneConfig(...))`` is what ``kerasllm finetune ner`` runs:
 read CoNLL files (or write kerasllm's embedded corpus), build or load a model and
 its tokenizer, train with ``model.fit``, keep the best checkpoint by dev entity
-F1, score the test set, and export a TFLite file verified against Keras.
+F1, score the test set, and export a TFLite file verified against Keras. The
+steps every task shares live in :mod:`kerasllm.training.finetune`; this module
+adds what is particular to NER (CoNLL files, sub-word windows, entity F1) and
+prediction on raw text.
 """
-import dataclasses
 import os
-import shutil
-import sys
-import time
 
 import numpy as np
-import tf_keras as keras
 
-from kerasllm._io import atomic_write_json
 from kerasllm.data import LabelMap, read_conll, write_ner_corpus
 from kerasllm.data.augment import replace_mentions
 from kerasllm.data.conll import ConllDataset
@@ -26,67 +23,32 @@ from kerasllm.data.ner_dataset import (
     predict_word_scores,
 )
 from kerasllm.evaluation import format_report, ner_scores
+from kerasllm.training import finetune
+from kerasllm.training.finetune import _log, transfer_weights
+from kerasllm.training.finetune_config import NerFinetuneConfig
+
+__all__ = [
+    "EntityF1Callback",
+    "NerFinetuneConfig",
+    "NerTask",
+    "build_model_and_tokenizer",
+    "evaluate_windows",
+    "export_and_verify",
+    "load_ner_folder",
+    "predict_entities",
+    "predict_tags",
+    "run_ner_finetune",
+    "split_words",
+    "transfer_weights",
+]
 
 DEFAULT_CORPUS_NOTE = "kerasllm's embedded synthetic corpus (no --train given)"
-
-
-@dataclasses.dataclass
-class NerFinetuneConfig:
-    """Settings of one NER fine-tuning run (the CLI options, with the same defaults)."""
-
-    train: str = None
-    dev: str = None
-    test: str = None
-    model: str = "bert-tiny"
-    out: str = os.path.join("saved_models", "ner-default")
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 5e-4
-    max_length: int = 128
-    stride: int = None
-    seed: int = 0
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    patience: int = 3
-    vocab_size: int = 1000
-    lowercase: bool = False
-    augment: float = None  # mention-replacement probability; None: 0.5 on the embedded corpus, else 0
-    export: bool = True
-    quantize: str = "dynamic"
-    mixed_precision: str = "none"
-    xla: bool = False
-    resume: bool = False
-
-    def validate(self):
-        for name in ("epochs", "batch_size", "max_length", "vocab_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.train is None and (self.dev or self.test):
-            raise ValueError("--dev/--test need --train (without --train the embedded corpus is used)")
-        for name in ("train", "dev", "test"):
-            path = getattr(self, name)
-            if path is not None and not os.path.isfile(path):
-                raise FileNotFoundError(f"--{name} {path}: no such file")
-
-
-def _log(message):
-    print(message, flush=True)
+_RunnerAsModel = finetune._RunnerAsModel  # kerasllm.cli.export_cmd imports it from here
 
 
 def prepare_data(cfg, log=_log):
     """Return ``(train, dev, test, source_note)`` as ConllDatasets."""
-    if cfg.train is None:
-        folder = os.path.join(cfg.out, "data")
-        paths = write_ner_corpus(folder, seed=cfg.seed)
-        log(f"data: {DEFAULT_CORPUS_NOTE}, written to {folder}")
-        train, dev, test = (read_conll(paths[k]) for k in ("train", "dev", "test"))
-        return train, dev, test, DEFAULT_CORPUS_NOTE
-    train = read_conll(cfg.train)
-    dev = read_conll(cfg.dev) if cfg.dev else None
-    test = read_conll(cfg.test) if cfg.test else None
-    return train, dev, test, cfg.train
+    return finetune.prepare_data(cfg, NerTask(), log)
 
 
 def build_model_and_tokenizer(cfg, train, label_map, log=_log):
@@ -98,72 +60,22 @@ def build_model_and_tokenizer(cfg, train, label_map, log=_log):
     reads), with its ``vocab.txt``. From a folder the encoder weights are loaded and
     the classifier head is initialised fresh.
     """
-    from kerasllm.checkpoints import from_pretrained
-    from kerasllm.models import PRESETS, get_preset, token_classifier
-    from kerasllm.tokenizers import WordPieceTokenizer, train_wordpiece_vocab
-
-    if cfg.model in PRESETS:
-        texts = [" ".join(s.tokens) for s in train]
-        vocab = train_wordpiece_vocab(texts, cfg.vocab_size, lowercase=cfg.lowercase)
-        tokenizer = WordPieceTokenizer(vocab, lowercase=cfg.lowercase)
-        config = get_preset(cfg.model, vocab_size=len(vocab), max_position=max(cfg.max_length, 128))
-        log(f"model: preset {cfg.model} from scratch, WordPiece vocabulary of {len(vocab)} trained on the training set")
-        return token_classifier(config, label_map.num_labels), tokenizer
-    if os.path.isdir(cfg.model):
-        base = from_pretrained(cfg.model)
-        config = base.kerasllm_config
-        if config.model_type != "bert":
-            raise ValueError(f"--model {cfg.model}: NER needs an encoder (BERT-style) model, got model_type={config.model_type!r}")
-        if cfg.max_length > config.max_position:
-            raise ValueError(
-                f"--max-length {cfg.max_length} exceeds the {config.max_position} positions of {cfg.model}"
-            )
-        tokenizer = WordPieceTokenizer.load(cfg.model)
-        if tokenizer.vocab_size != config.vocab_size:
-            raise ValueError(
-                f"{cfg.model}: vocab.txt has {tokenizer.vocab_size} tokens but the model's embedding "
-                f"has {config.vocab_size}; the tokenizer does not belong to this model"
-            )
-        model = token_classifier(config, label_map.num_labels)
-        copied = transfer_weights(base, model)
-        log(f"model: {cfg.model} ({copied} layers loaded; classifier head initialised fresh)")
-        return model, tokenizer
-    raise ValueError(
-        f"--model {cfg.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model folder "
-        "(kerasllm, Hugging Face BERT or Google BERT)"
+    task = NerTask()
+    return finetune.build_model_and_tokenizer(
+        cfg, task.vocab_texts(train), label_map.num_labels, task.head, task.label, log
     )
 
 
-def transfer_weights(source, target, skip=("classifier",)):
-    """Copy weights layer by layer where names and shapes agree; return the number of layers copied."""
-    copied = 0
-    for layer in target.layers:
-        if layer.name in skip or not layer.weights:
-            continue
-        try:
-            other = source.get_layer(layer.name)
-        except ValueError:
-            continue
-        weights = other.get_weights()
-        if [w.shape for w in weights] == [w.shape for w in layer.get_weights()]:
-            layer.set_weights(weights)
-            copied += 1
-    return copied
-
-
-class EntityF1Callback(keras.callbacks.Callback):
+class EntityF1Callback(finetune.DevScoreCallback):
     """Scores dev entity F1 after every epoch and puts it in the logs as ``val_f1``."""
 
     def __init__(self, sentences, windows, label_map, batch_size=32, log=_log):
-        super().__init__()
+        super().__init__(self._score, ["f1"], lambda s: f"dev entity F1 {s['f1'] * 100:.2f}", log)
         self.sentences, self.windows = sentences, windows
-        self.label_map, self.batch_size, self.log = label_map, batch_size, log
+        self.label_map, self.batch_size = label_map, batch_size
 
-    def on_epoch_end(self, epoch, logs=None):
-        scores = evaluate_windows(self.model, self.sentences, self.windows, self.label_map, self.batch_size)
-        if logs is not None:
-            logs["val_f1"] = scores["f1"]
-        self.log(f"epoch {epoch + 1}: dev entity F1 {scores['f1'] * 100:.2f}")
+    def _score(self, model):
+        return evaluate_windows(model, self.sentences, self.windows, self.label_map, self.batch_size)
 
 
 def predict_tags(model, sentences, windows, label_map, batch_size=32):
@@ -179,122 +91,87 @@ def evaluate_windows(model, sentences, windows, label_map, batch_size=32):
     return ner_scores([s.tags for s in sentences], tags)
 
 
+class NerTask(finetune.FinetuneTask):
+    """Named-entity recognition for :func:`kerasllm.training.finetune.run_finetune`."""
+
+    name = "ner"
+    label = "NER"
+    monitor = "f1"
+    logged_scores = ("f1",)
+    corpus_note = DEFAULT_CORPUS_NOTE
+
+    def write_corpus(self, folder, cfg):
+        return write_ner_corpus(folder, seed=cfg.seed)
+
+    def read(self, path, cfg):
+        return read_conll(path)
+
+    def label_map(self, train):
+        return LabelMap.from_sentences(train)
+
+    def vocab_texts(self, train):
+        return [" ".join(s.tokens) for s in train]
+
+    def head(self, config, num_labels):
+        from kerasllm.models import token_classifier
+
+        return token_classifier(config, num_labels)
+
+    def encode(self, data, tokenizer, label_map, cfg):
+        return encode_sentences(data, tokenizer, label_map, cfg.max_length, cfg.stride, path=getattr(data, "path", None))
+
+    def augment(self, train, cfg, log):
+        """Mention replacement (default: on for the embedded corpus only)."""
+        augment = cfg.augment if cfg.augment is not None else (0.5 if cfg.train is None else 0.0)
+        if augment <= 0:
+            return train
+        augmented = replace_mentions(train, probability=augment, seed=cfg.seed)
+        log(f"augmentation: mention replacement with probability {augment} ({len(augmented)} training sentences)")
+        return ConllDataset(augmented, scheme=train.scheme, path=train.path)
+
+    def describe_training_data(self, train, windows, cfg, log):
+        lengths = [len(w.input_ids) for w in windows]
+        bucketed = padding_waste(windows, bucket_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed))
+        plain = 1.0 - np.mean(lengths) / max(lengths)
+        log(
+            f"train: {len(train)} sentences -> {len(windows)} windows ({len(windows) - len(train)} extra from long "
+            f"sentences); padding waste {bucketed * 100:.1f}% with length bucketing vs {plain * 100:.1f}% padded "
+            "to the longest"
+        )
+
+    def dataset(self, windows, cfg):
+        return make_dataset(windows, cfg.batch_size, shuffle=True, seed=cfg.seed)
+
+    def loss_and_metrics(self):
+        from kerasllm import training
+
+        return training.masked_sparse_categorical_crossentropy(), [training.masked_accuracy()]
+
+    def evaluate(self, model, sentences, windows, label_map, cfg):
+        return evaluate_windows(model, sentences, windows, label_map, cfg.batch_size)
+
+    def describe_epoch(self, scores):
+        return f"dev entity F1 {scores['f1'] * 100:.2f}"
+
+    def report(self, sentences, scores):
+        return f"({len(sentences)} sentences):\n{format_report(scores)}"
+
+    def headline(self, scores):
+        return f"test entity F1: {scores['f1'] * 100:.2f}"
+
+    def save_info(self, train, label_map, cfg):
+        return {"labels": label_map.labels, "scheme": train.scheme}
+
+    def export(self, model, cfg, sentences, tokenizer, label_map, train_windows, log):
+        def windows_of(data):
+            return self.encode(data, tokenizer, label_map, cfg)
+
+        return export_and_verify(model, cfg, sentences, windows_of, label_map, log, train_windows)
+
+
 def run_ner_finetune(cfg, log=_log):
     """Run the whole fine-tune; return the metrics dict (also written to ``OUT/metrics.json``)."""
-    import tensorflow as tf
-
-    from kerasllm import training
-    from kerasllm.models import save_pretrained, load_pretrained
-
-    cfg.validate()
-    started = time.time()
-    training.set_seed(cfg.seed)
-    training.set_mixed_precision(cfg.mixed_precision)
-    os.makedirs(cfg.out, exist_ok=True)
-
-    train, dev, test, source = prepare_data(cfg, log)
-    label_map = LabelMap.from_sentences(train)
-    augment = cfg.augment if cfg.augment is not None else (0.5 if cfg.train is None else 0.0)
-    if augment > 0:
-        scheme, path = train.scheme, train.path
-        train = ConllDataset(replace_mentions(train, probability=augment, seed=cfg.seed), scheme=scheme, path=path)
-        log(f"augmentation: mention replacement with probability {augment} ({len(train)} training sentences)")
-    log(f"labels ({label_map.num_labels}): {', '.join(label_map.labels)}")
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
-        model, tokenizer = build_model_and_tokenizer(cfg, train, label_map, log)
-
-    def windows_of(sentences):
-        return encode_sentences(sentences, tokenizer, label_map, cfg.max_length, cfg.stride)
-
-    train_windows = windows_of(train)
-    dev_windows = windows_of(dev) if dev else None
-    lengths = [len(w.input_ids) for w in train_windows]
-    waste_bucketed = padding_waste(train_windows, bucket_batches(lengths, cfg.batch_size, shuffle=True, seed=cfg.seed))
-    waste_plain = 1.0 - np.mean(lengths) / max(lengths)
-    long_sentences = len(train_windows) - len(train)
-    log(
-        f"train: {len(train)} sentences -> {len(train_windows)} windows ({long_sentences} extra from long sentences); "
-        f"padding waste {waste_bucketed * 100:.1f}% with length bucketing vs {waste_plain * 100:.1f}% padded to the longest"
-    )
-
-    total_steps = int(np.ceil(len(train_windows) / cfg.batch_size)) * cfg.epochs
-    with strategy.scope():
-        optimizer = training.create_optimizer(
-            learning_rate=cfg.lr,
-            num_train_steps=total_steps,
-            warmup_steps=int(cfg.warmup_ratio * total_steps),
-            weight_decay=cfg.weight_decay,
-        )
-        model.compile(
-            optimizer=optimizer,
-            loss=training.masked_sparse_categorical_crossentropy(),
-            metrics=[training.masked_accuracy()],
-            jit_compile=cfg.xla,
-        )
-    trainable = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    total = model.count_params()
-    log(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.1f}%)")
-
-    best_dir = os.path.join(cfg.out, "model")
-    backup_dir = os.path.join(cfg.out, "backup")
-    if os.path.isdir(backup_dir) and not cfg.resume:
-        log(f"note: removing the backup of an earlier, unfinished run in {backup_dir} (pass --resume to continue it)")
-        shutil.rmtree(backup_dir)
-    elif cfg.resume and not os.path.isdir(backup_dir):
-        raise ValueError(f"--resume: no backup to resume from in {backup_dir}")
-    resume = training.ResumableTraining(backup_dir)
-    callbacks = training.standard_callbacks(
-        cfg.out,
-        monitor="val_f1" if dev else "loss",
-        mode="max" if dev else "min",
-        patience=cfg.patience if dev else None,
-        save_fn=lambda m, d: save_pretrained(m, d, labels=label_map.labels, scheme=train.scheme),
-        best_dir=best_dir,
-        resumable=resume,
-    )
-    if dev:
-        callbacks.insert(0, EntityF1Callback(dev, dev_windows, label_map, cfg.batch_size, log))
-    batches = make_dataset(train_windows, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    dataset = resume.shuffled_epochs(batches, seed=cfg.seed, batch_fn=lambda d: d)
-    history = model.fit(dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-    tokenizer.save(best_dir)
-    label_map.to_json(os.path.join(best_dir, "labels.json"))
-
-    best = load_pretrained(best_dir)
-    metrics = {
-        "source": source,
-        "epochs_run": len(history.history.get("loss", [])),
-        "train_seconds": round(time.time() - started, 1),
-    }
-    for name, sentences in (("dev", dev), ("test", test)):
-        if not sentences:
-            continue
-        windows = windows_of(sentences)
-        scores = evaluate_windows(best, sentences, windows, label_map, cfg.batch_size)
-        metrics[name] = scores
-        log(f"\n{name} set ({len(sentences)} sentences):\n{format_report(scores)}")
-    metrics_path = os.path.join(cfg.out, "metrics.json")
-    atomic_write_json(metrics_path, metrics)
-
-    if cfg.export:
-        metrics["export"] = export_and_verify(best, cfg, test or dev or train, windows_of, label_map, log, train_windows)
-        atomic_write_json(metrics_path, metrics)
-    if test:
-        log(f"test entity F1: {metrics['test']['f1'] * 100:.2f}")
-    log(f"model: {best_dir}   metrics: {metrics_path}")
-    keras.mixed_precision.set_global_policy("float32")
-    return metrics
-
-
-class _RunnerAsModel:
-    """Lets an exported-model runner stand where a Keras model is called for logits."""
-
-    def __init__(self, runner):
-        self.runner = runner
-
-    def __call__(self, inputs, training=False):
-        return self.runner(inputs)["logits"]
+    return finetune.run_finetune(cfg, NerTask(), log)
 
 
 def export_and_verify(model, cfg, sentences, windows_of, label_map, log=_log, train_windows=None):
@@ -305,9 +182,7 @@ def export_and_verify(model, cfg, sentences, windows_of, label_map, log=_log, tr
     and the TFLite latency (p50/p95) at batch 1.
     """
     from kerasllm.data.ner_dataset import pad_batch
-    from kerasllm.export import TFLiteRunner, export_tflite, latency, verify
 
-    out_path = os.path.join(cfg.out, "model.tflite")
     windows = windows_of(sentences)
     batches = [pad_batch(windows, idx)[0] for idx in bucket_batches([len(w.input_ids) for w in windows], cfg.batch_size)]
     representative = None
@@ -318,32 +193,13 @@ def export_and_verify(model, cfg, sentences, windows_of, label_map, log=_log, tr
         "labels.json": label_map.labels,
         "vocab.txt": os.path.join(cfg.out, "model", "vocab.txt"),
     }
-    report = export_tflite(model, out_path, quantize=cfg.quantize, representative_data=representative, assets=assets)
-    runner = TFLiteRunner(report.path)
-    check = verify(model, runner, batches)
-    keras_f1 = evaluate_windows(model, sentences, windows, label_map, cfg.batch_size)["f1"]
-    tflite_f1 = evaluate_windows(_RunnerAsModel(runner), sentences, windows, label_map, cfg.batch_size)["f1"]
-    one = pad_batch(windows, [0])[0]
-    timing = latency(runner, one)
-    result = {
-        "path": report.path,
-        "quantize": cfg.quantize,
-        "size_bytes": report.size_bytes,
-        "max_abs_logit_diff": check["max_abs_diff"],
-        "token_argmax_agreement": check["argmax_agreement"],
-        "keras_entity_f1": keras_f1,
-        "tflite_entity_f1": tflite_f1,
-        "latency_p50_ms": timing["p50_ms"],
-        "latency_p95_ms": timing["p95_ms"],
-    }
-    log(
-        f"\nTFLite export ({cfg.quantize}): {report.path}, {report.size_bytes / 1e6:.2f} MB\n"
-        f"  vs Keras on {check['n_tokens']} tokens: token argmax agreement {check['argmax_agreement'] * 100:.2f}%, "
-        f"max abs logit diff {check['max_abs_diff']:.2e}\n"
-        f"  entity F1: Keras {keras_f1 * 100:.2f}, TFLite {tflite_f1 * 100:.2f}; "
-        f"latency at batch 1, length {one['input_ids'].shape[1]}: p50 {timing['p50_ms']:.2f} ms, p95 {timing['p95_ms']:.2f} ms"
+
+    def entity_f1(model_like):
+        return evaluate_windows(model_like, sentences, windows, label_map, cfg.batch_size)["f1"]
+
+    return finetune.export_verified(
+        model, cfg, batches, pad_batch(windows, [0])[0], entity_f1, "entity_f1", "token", assets, representative, log
     )
-    return result
 
 
 # ------------------------------------------------------------------ prediction on raw text
@@ -355,32 +211,7 @@ def load_ner_folder(directory):
     The folder is what ``kerasllm finetune ner`` writes to ``OUT/model``. Raises a
     ``FileNotFoundError``/``ValueError`` naming the folder when it is not one.
     """
-    from kerasllm.models import load_pretrained
-    from kerasllm.tokenizers import WordPieceTokenizer
-
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"--model {directory}: no such folder")
-    labels_path = os.path.join(directory, "labels.json")
-    if not os.path.isfile(labels_path):
-        raise FileNotFoundError(f"--model {directory}: labels.json is missing (not a fine-tuned NER model folder)")
-    model = load_pretrained(directory)
-    task = model.kerasllm_task.get("task")
-    if task != "token_classification":
-        raise ValueError(f"--model {directory}: its task is {task!r}, not 'token_classification'")
-    tokenizer = WordPieceTokenizer.load(directory)
-    if tokenizer.vocab_size != model.kerasllm_config.vocab_size:
-        raise ValueError(
-            f"--model {directory}: vocab.txt has {tokenizer.vocab_size} tokens but the model's embedding "
-            f"has {model.kerasllm_config.vocab_size}"
-        )
-    label_map = LabelMap.from_json(labels_path)
-    if label_map.num_labels != model.output_shape[-1]:
-        raise ValueError(
-            f"--model {directory}: labels.json has {label_map.num_labels} labels but the classifier "
-            f"has {model.output_shape[-1]} outputs"
-        )
-    return model, tokenizer, label_map
+    return finetune.load_task_folder(directory, "token_classification", "NER")
 
 
 def _is_mark(char):

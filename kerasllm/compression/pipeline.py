@@ -1,0 +1,487 @@
+"""The ``kerasllm compress`` runs on a fine-tuned NER folder: prune, QAT, PTQ, distill, low-rank.
+
+Each ``run_*`` function loads the model folder (``OUT/model`` of ``kerasllm
+finetune ner``: weights, ``vocab.txt``, ``labels.json``) and the CoNLL files,
+compresses, fine-tunes where the method needs it, writes ``OUT/model`` (the
+compressed Keras model, where there is one) and ``OUT/model.tflite``, scores
+test entity F1 of both, times the TFLite model at batch 1, and returns (and
+writes) the report row of :mod:`kerasllm.compression.report`.
+"""
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from kerasllm._io import atomic_write_json
+from kerasllm.compression.report import write_row
+
+
+def _log(message):
+    print(message, flush=True)
+
+
+@dataclasses.dataclass
+class CompressOptions:
+    """What every ``kerasllm compress`` command shares (the CLI options)."""
+
+    model: str
+    out: str
+    train: str = None
+    dev: str = None
+    test: str = None
+    max_length: int = 128
+    batch_size: int = 32
+    epochs: int = 2
+    lr: float = 5e-5
+    seed: int = 0
+    name: str = None
+    latency_length: int = 64
+    latency_threads: int = 1
+    calibration_steps: int = 100
+
+    def validate(self, needs_train=False):
+        for option in ("train", "dev", "test"):
+            path = getattr(self, option)
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(f"--{option} {path}: no such file")
+        if needs_train and self.train is None:
+            raise ValueError("this method fine-tunes the model: pass --train (a CoNLL file)")
+        for option in ("max_length", "batch_size", "latency_length", "calibration_steps"):
+            if getattr(self, option) < 1:
+                raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(self, option)}")
+        if self.epochs < 0:
+            raise ValueError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if os.path.abspath(self.out) == os.path.abspath(self.model):
+            raise ValueError(f"--out {self.out} is the input model folder; write the result somewhere else")
+
+
+def _read_task(directory):
+    path = os.path.join(directory, "kerasllm.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_ner_folder(directory):
+    """``(model, tokenizer, label_map)`` of a fine-tuned NER folder, low-rank folders included."""
+    from kerasllm.training.ner_finetune import load_ner_folder as load_plain
+
+    directory = os.fspath(directory)
+    if not _read_task(directory).get("lowrank"):
+        return load_plain(directory)
+    from kerasllm.compression.saving import load_model
+    from kerasllm.data import LabelMap
+    from kerasllm.tokenizers import WordPieceTokenizer
+
+    model = load_model(directory)
+    label_map = LabelMap.from_json(os.path.join(directory, "labels.json"))
+    if label_map.num_labels != model.output_shape[-1]:
+        raise ValueError(f"--model {directory}: labels.json does not match the classifier's outputs")
+    return model, WordPieceTokenizer.load(directory), label_map
+
+
+class NerData:
+    """A NER folder's tokenizer and labels with the CoNLL splits encoded into windows."""
+
+    def __init__(self, tokenizer, label_map, options):
+        from kerasllm.data import read_conll
+        from kerasllm.data.ner_dataset import encode_sentences
+
+        self.tokenizer, self.label_map, self.options = tokenizer, label_map, options
+        self.splits = {}
+        for split in ("train", "dev", "test"):
+            path = getattr(options, split)
+            if path is None:
+                continue
+            sentences = read_conll(path)
+            windows = encode_sentences(sentences, tokenizer, label_map, options.max_length, path=path)
+            self.splits[split] = (sentences, windows)
+
+    def windows(self, split):
+        return self.splits[split][1] if split in self.splits else None
+
+    def steps_per_epoch(self):
+        return int(np.ceil(len(self.windows("train")) / self.options.batch_size))
+
+    def dataset(self):
+        """Training batches (length-bucketed, reshuffled every epoch)."""
+        from kerasllm.data.ner_dataset import make_dataset
+
+        batches = make_dataset(self.windows("train"), self.options.batch_size, shuffle=True, seed=self.options.seed)
+        return batches.shuffle(len(batches), seed=self.options.seed, reshuffle_each_iteration=True)
+
+    def f1(self, model, split="test"):
+        """Entity F1 on ``split`` of a Keras model or a :class:`TFLiteRunner` (None without that split)."""
+        from kerasllm.export import TFLiteRunner
+        from kerasllm.training.ner_finetune import evaluate_windows
+
+        if split not in self.splits:
+            return None
+        if isinstance(model, TFLiteRunner):
+            runner = model
+            model = lambda inputs, training=False: runner(inputs)["logits"]  # noqa: E731
+        sentences, windows = self.splits[split]
+        return float(evaluate_windows(model, sentences, windows, self.label_map, self.options.batch_size)["f1"])
+
+    def representative(self):
+        """Calibration inputs for int8: training (else test) windows cut to one common length, unpadded.
+
+        The calibrator needs one shape for all rows, and padding them would put the
+        attention's masked scores (-1e9) into the calibrated range of the scores,
+        leaving no int8 steps for the real ones (every attention becomes uniform).
+        So the rows are the windows at least ``L`` sub-words long, cut to their
+        first ``L`` (``L``: the median window length), with full attention masks.
+        """
+        source = self.windows("train") or self.windows("test") or self.windows("dev")
+        if not source:
+            raise ValueError("int8 calibration needs data: pass --train (or --test)")
+        length = int(np.median([len(w.input_ids) for w in source]))
+        rows = [w.input_ids[:length] for w in source if len(w.input_ids) >= length]
+        rows = rows[: self.options.calibration_steps]
+        ids = np.asarray(rows, np.int32)
+        return [
+            {"input_ids": ids[i : i + 1], "attention_mask": np.ones_like(ids[i : i + 1]), "token_type_ids": np.zeros_like(ids[i : i + 1])}
+            for i in range(len(ids))
+        ]
+
+    def latency_input(self):
+        """One batch-1 input padded to ``latency_length`` (a real window when there is data)."""
+        length = self.options.latency_length
+        ids = np.zeros((1, length), np.int32)
+        mask = np.zeros((1, length), np.int32)
+        source = self.windows("test") or self.windows("train") or self.windows("dev")
+        tokens = list(source[0].input_ids[:length]) if source else [self.tokenizer.cls_id, self.tokenizer.sep_id]
+        ids[0, : len(tokens)] = tokens
+        mask[0, : len(tokens)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def load(options, needs_train=False, log=_log):
+    """Validate ``options``; return ``(model, NerData)``."""
+    options.validate(needs_train)
+    model, tokenizer, label_map = load_ner_folder(options.model)
+    config = model.kerasllm_config
+    if options.max_length > config.max_position:
+        log(f"note: --max-length {options.max_length} capped at the model's {config.max_position} positions")
+        options.max_length = config.max_position
+    options.latency_length = min(options.latency_length, config.max_position)
+    data = NerData(tokenizer, label_map, options)
+    sizes = ", ".join(f"{k} {len(v[0])} sentences" for k, v in data.splits.items()) or "no data"
+    log(f"model: {options.model} ({model.count_params():,} parameters, {label_map.num_labels} labels); data: {sizes}")
+    return model, data
+
+
+def compile_for_training(model, data, epochs=None, lr=None):
+    """Compile ``model`` with kerasllm's AdamW + warm-up and the masked token loss."""
+    from kerasllm import training
+
+    options = data.options
+    steps = data.steps_per_epoch() * (options.epochs if epochs is None else epochs)
+    model.compile(
+        optimizer=training.create_optimizer(
+            learning_rate=lr or options.lr, num_train_steps=max(steps, 1), warmup_steps=int(0.1 * steps)
+        ),
+        loss=training.masked_sparse_categorical_crossentropy(),
+        metrics=[training.masked_accuracy()],
+    )
+    return model
+
+
+def fit(model, data, callbacks=(), epochs=None, log=_log):
+    """Fine-tune a compiled model on the training windows (``epochs`` defaults to ``--epochs``)."""
+    epochs = data.options.epochs if epochs is None else epochs
+    if epochs == 0:
+        return None
+    log(f"fine-tuning {epochs} epoch(s), {data.steps_per_epoch()} steps each")
+    return model.fit(data.dataset(), epochs=epochs, callbacks=list(callbacks), verbose=2)
+
+
+def save_folder(model, data, out_dir):
+    """Write the Keras model as a NER folder ``out_dir/model`` (weights, config, vocab.txt, labels.json)."""
+    from kerasllm.models import save_pretrained
+
+    folder = os.path.join(out_dir, "model")
+    save_pretrained(model, folder)
+    data.tokenizer.save(folder)
+    data.label_map.to_json(os.path.join(folder, "labels.json"))
+    return folder
+
+
+def measure(
+    data,
+    out_dir,
+    name,
+    method,
+    export_model,
+    quantize="none",
+    keras_model=None,
+    float_model=None,
+    settings=None,
+    model_dir=None,
+    started=None,
+    log=_log,
+):
+    """Export, score and time one compressed model; write and return its report row.
+
+    Args:
+        export_model: the Keras model converted to ``out_dir/model.tflite``.
+        quantize: the TFLite quantization (``kerasllm.export.export_tflite``'s modes).
+        keras_model: the model whose Keras F1 is reported (default ``export_model``).
+        float_model: the plain model whose (non-zero) parameters are counted
+            (default ``keras_model``).
+    """
+    from kerasllm.compression.pruning import gzip_size, parameter_counts
+    from kerasllm.export import TFLiteRunner, export_tflite, latency
+
+    options = data.options
+    keras_model = keras_model or export_model
+    float_model = float_model or keras_model
+    params, nonzero = parameter_counts(float_model)
+    keras_f1 = data.f1(keras_model)
+    path = os.path.join(out_dir, "model.tflite")
+    representative = data.representative() if quantize == "int8" else None
+    assets = {"labels.json": data.label_map.labels, "vocab.txt": os.path.join(options.model, "vocab.txt")}
+    report = export_tflite(
+        export_model,
+        path,
+        quantize=quantize,
+        representative_data=representative,
+        num_calibration_steps=options.calibration_steps,
+        assets=assets,
+    )
+    runner = TFLiteRunner(path, num_threads=options.latency_threads)
+    tflite_f1 = data.f1(runner)
+    timing = latency(runner, data.latency_input(), warmup=5, runs=50)
+    row = {
+        "name": name,
+        "method": method,
+        "settings": settings or {},
+        "metric": "entity_f1",
+        "keras_score": keras_f1,
+        "tflite_score": tflite_f1,
+        "params": int(params),
+        "nonzero_params": int(nonzero),
+        "tflite_quantize": quantize,
+        "tflite_bytes": report.size_bytes,
+        "tflite_gzip_bytes": gzip_size(path),
+        "tflite_fallback": report.fallback,
+        "latency_p50_ms": timing["p50_ms"],
+        "latency_p95_ms": timing["p95_ms"],
+        "latency_length": options.latency_length,
+        "latency_threads": options.latency_threads,
+        "model_dir": model_dir,
+        "tflite_path": path,
+        "seconds": round(time.time() - started, 1) if started else None,
+    }
+    write_row(out_dir, row)
+    _print_row(row, log)
+    return row
+
+
+def _print_row(row, log):
+    from kerasllm.compression.report import COLUMNS, table_rows
+
+    cells = table_rows([row])[0]
+    keep = [i for i, c in enumerate(COLUMNS) if c not in ("Δ vs base", "gzip × base")]
+    log("\nreport row:")
+    for i in keep:
+        log(f"  {COLUMNS[i]:<16} {cells[i]}")
+
+
+def _name(options, default):
+    return options.name or default
+
+
+# ---------------------------------------------------------------------------- the methods
+
+
+def run_ptq(options, quantize="int8", log=_log):
+    """Post-training quantization: ``export_tflite(model, quantize=...)`` of the model as it is.
+
+    ``quantize="none"`` gives the float32 baseline row.
+    """
+    started = time.time()
+    model, data = load(options, log=log)
+    os.makedirs(options.out, exist_ok=True)
+    name = _name(options, "float32" if quantize == "none" else f"PTQ {quantize}")
+    method = "base" if quantize == "none" else "ptq"
+    return measure(data, options.out, name, method, model, quantize=quantize, settings={"quantize": quantize},
+                   model_dir=os.path.abspath(options.model), started=started, log=log)
+
+
+def run_prune(
+    options,
+    sparsity=0.5,
+    schedule="polynomial",
+    m_by_n=None,
+    include_embeddings=False,
+    rounds=1,
+    frequency=None,
+    log=_log,
+):
+    """Magnitude pruning with fine-tuning (polynomial ramp, constant, or ``rounds`` prune-then-fine-tune steps)."""
+    from kerasllm.compression import pruning
+
+    started = time.time()
+    if m_by_n is None:
+        pruning.check_sparsity(sparsity, "--sparsity")
+    if schedule not in pruning.SCHEDULES:
+        raise ValueError(f"--schedule {schedule!r}: choose {' or '.join(pruning.SCHEDULES)}")
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
+    model, data = load(options, needs_train=True, log=log)
+    os.makedirs(options.out, exist_ok=True)
+    steps = data.steps_per_epoch() * max(options.epochs, 1)
+    frequency = frequency or max(1, min(100, steps // 20))
+    common = dict(m_by_n=m_by_n, include_embeddings=include_embeddings, frequency=frequency)
+    log_dir = os.path.join(options.out, "logs")
+
+    def train(pruned, round_index=None):
+        compile_for_training(pruned, data)
+        fit(pruned, data, pruning.pruning_callbacks(log_dir))
+
+    if rounds > 1:
+        sparse = pruning.prune_iteratively(model, train, sparsity, rounds=rounds, **common)
+    else:
+        end_step = max(1, int(0.75 * steps)) if schedule == "polynomial" else None
+        pruned = pruning.prune_model(model, sparsity, schedule=schedule, end_step=end_step, **common)
+        train(pruned)
+        sparse = pruning.strip_pruning(pruned)
+    report = pruning.sparsity_report(sparse, include_embeddings=include_embeddings, include_heads=False)
+    atomic_write_json(os.path.join(options.out, "sparsity.json"), report)
+    log(pruning.format_sparsity_report(report))
+    folder = save_folder(sparse, data, options.out)
+    label = "2:4" if m_by_n else f"{sparsity:.0%}"
+    settings = {
+        "sparsity": report["total"]["sparsity"],
+        "target": list(m_by_n) if m_by_n else sparsity,
+        "schedule": "m_by_n" if m_by_n else schedule,
+        "rounds": rounds,
+        "include_embeddings": include_embeddings,
+        "epochs": options.epochs,
+    }
+    name = _name(options, f"prune {label}" + (" +emb" if include_embeddings else ""))
+    return measure(data, options.out, name, "prune", sparse, settings=settings, model_dir=folder,
+                   started=started, log=log)
+
+
+def run_qat(options, preserve_sparsity=False, log=_log):
+    """Quantization-aware fine-tuning, then full-integer int8 TFLite."""
+    from kerasllm.compression import qat
+
+    started = time.time()
+    model, data = load(options, needs_train=True, log=log)
+    os.makedirs(options.out, exist_ok=True)
+    quantized = qat.quantize_model(model, preserve_sparsity=preserve_sparsity)
+    log(f"QAT model: {qat.fake_quant_count(quantized)} fake-quant ops; unquantized projections: "
+        f"{qat.unquantized_projections(quantized) or 'none'}")
+    compile_for_training(quantized, data)
+    fit(quantized, data)
+    plain = qat.float_copy(quantized)
+    folder = save_folder(plain, data, options.out)
+    settings = {"preserve_sparsity": preserve_sparsity, "epochs": options.epochs}
+    name = _name(options, "QAT int8" + (" (sparsity kept)" if preserve_sparsity else ""))
+    return measure(data, options.out, name, "qat", quantized, quantize="int8", float_model=plain,
+                   settings=settings, model_dir=folder, started=started, log=log)
+
+
+def run_lowrank(options, param_fraction=None, energy=None, rank=None, log=_log):
+    """SVD factorisation of the feed-forward kernels, then a short fine-tune."""
+    from kerasllm.compression.lowrank import factorize_model
+
+    started = time.time()
+    model, data = load(options, needs_train=options.epochs > 0, log=log)
+    os.makedirs(options.out, exist_ok=True)
+    if param_fraction is None and energy is None and rank is None:
+        param_fraction = 0.5
+    small, report = factorize_model(model, energy=energy, param_fraction=param_fraction, rank=rank)
+    before = sum(r["params_before"] for r in report)
+    after = sum(r["params_after"] for r in report)
+    log(f"factorised {len(report)} kernels: ranks {sorted({r['rank'] for r in report})}, "
+        f"{before:,} -> {after:,} parameters ({after / max(before, 1):.0%}); "
+        f"retained energy {min((r['energy'] for r in report), default=1):.3f}..{max((r['energy'] for r in report), default=1):.3f}")
+    atomic_write_json(os.path.join(options.out, "lowrank.json"), report)
+    f1_before_tuning = data.f1(small)
+    compile_for_training(small, data)
+    fit(small, data)
+    folder = save_folder(small, data, options.out)
+    settings = {
+        "param_fraction": param_fraction,
+        "energy": energy,
+        "rank": rank,
+        "ffn_params_before": before,
+        "ffn_params_after": after,
+        "f1_before_fine_tuning": f1_before_tuning,
+        "epochs": options.epochs,
+    }
+    criterion = f"{param_fraction:.0%} FFN" if param_fraction else (f"energy {energy}" if energy else f"rank {rank}")
+    return measure(data, options.out, _name(options, f"low-rank {criterion}"), "lowrank", small,
+                   settings=settings, model_dir=folder, started=started, log=log)
+
+
+def run_distill(
+    options,
+    every=None,
+    layers=None,
+    preset=None,
+    temperature=2.0,
+    alpha=0.5,
+    hidden=False,
+    hidden_weight=1.0,
+    log=_log,
+):
+    """Distil the model into a student (every k-th block, chosen blocks, or a preset); ``alpha=1``: no teacher."""
+    from kerasllm.compression import distillation
+
+    started = time.time()
+    teacher, data = load(options, needs_train=True, log=log)
+    os.makedirs(options.out, exist_ok=True)
+    if preset is not None:
+        if every is not None or layers is not None:
+            raise ValueError("give --preset or --every/--layers, not both")
+        student = distillation.student_from_preset(teacher, preset)
+        origin = f"preset {preset}"
+        chosen = None
+    else:
+        if every is None and layers is None:
+            every = 2
+        student = distillation.student_from_teacher(teacher, every=every, layers=layers)
+        chosen = student.teacher_blocks
+        origin = f"teacher blocks {chosen}"
+    hidden_layers = None
+    if hidden:
+        if chosen is None:
+            raise ValueError("--hidden needs a student taken from the teacher's blocks (--every or --layers)")
+        hidden_layers = list(enumerate(chosen))
+    with_teacher = alpha < 1.0 or hidden_layers
+    distiller = distillation.Distiller(
+        teacher if with_teacher else None,
+        student,
+        temperature=temperature,
+        alpha=alpha,
+        hidden_layers=hidden_layers,
+        hidden_weight=hidden_weight,
+    )
+    log(f"student: {origin}, {student.count_params():,} parameters (teacher {teacher.count_params():,}); "
+        + (f"T={temperature}, alpha={alpha}" + (f", hidden pairs {hidden_layers}" if hidden_layers else "")
+           if with_teacher else "no teacher (hard labels only)"))
+    compile_for_training(distiller, data)
+    fit(distiller, data)
+    folder = save_folder(student, data, options.out)
+    settings = {
+        "student": origin,
+        "layers": student.kerasllm_config.num_layers,
+        "temperature": temperature if with_teacher else None,
+        "alpha": alpha,
+        "hidden_layers": hidden_layers,
+        "teacher": bool(with_teacher),
+        "epochs": options.epochs,
+    }
+    default = f"student {student.kerasllm_config.num_layers}L " + ("distilled" if with_teacher else "no teacher")
+    return measure(data, options.out, _name(options, default), "distill", student, settings=settings,
+                   model_dir=folder, started=started, log=log)

@@ -1,0 +1,431 @@
+"""kerasllm.compression on tiny models: pruning, QAT, distillation, low-rank, each against an independent check."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from kerasllm import compression
+from kerasllm.models import get_preset, gpt_decoder, sequence_classifier, token_classifier
+from kerasllm.training import masked_sparse_categorical_crossentropy
+
+VOCAB, HIDDEN, FFN, POSITIONS, LABELS = 60, 16, 32, 24, 5
+# Every projection of a 2-block token classifier, as the tests expect them named.
+BLOCK_KERNELS = ("attention/qkv_kernel", "attention/output_kernel", "ffn/intermediate/kernel", "ffn/output_dense/kernel")
+BLOCK_SHAPES = ((HIDDEN, 3 * HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))
+
+
+def tiny_config(**overrides):
+    args = dict(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_heads=2, intermediate_size=FFN, max_position=POSITIONS,
+        dropout=0.0, attention_dropout=0.0,
+    )
+    args.update(overrides)
+    return get_preset("bert-tiny", **args)
+
+
+def tiny_classifier(seed=0, num_layers=2, labels=None):
+    tf.keras.utils.set_random_seed(seed)
+    model = token_classifier(tiny_config(num_layers=num_layers), LABELS)
+    if labels is not None:
+        model.kerasllm_task = {**model.kerasllm_task, "labels": list(labels)}
+    return model
+
+
+def batch(seed=0, n=8, length=12, masked_tail=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((n, length), np.int32)
+    if masked_tail:
+        mask[:, -masked_tail:] = 0
+    inputs = {
+        "input_ids": rng.integers(1, VOCAB, (n, length)).astype(np.int32),
+        "attention_mask": mask,
+        "token_type_ids": np.zeros((n, length), np.int32),
+    }
+    labels = rng.integers(0, LABELS, (n, length)).astype(np.int32)
+    labels[mask == 0] = -100
+    return inputs, labels
+
+
+def kernel(model, layer, path):
+    obj = model.get_layer(layer)
+    for part in path.split("/"):
+        obj = getattr(obj, part)
+    return obj.numpy()
+
+
+def train_pruned(pruned, steps=3, lr=1e-2):
+    inputs, labels = batch()
+    # eager: tracing a training graph costs far more than a few steps of a tiny model
+    pruned.compile(optimizer=keras.optimizers.Adam(lr), loss=masked_sparse_categorical_crossentropy(), run_eagerly=True)
+    pruned.fit(inputs, labels, batch_size=8, epochs=steps, callbacks=compression.pruning_callbacks(), verbose=0)
+    return pruned
+
+
+# ------------------------------------------------------------------------------ pruning
+
+
+@pytest.fixture(scope="module")
+def pruned_60():
+    """A tiny classifier pruned to 60% (constant schedule) and stripped, with its dense original."""
+    dense = tiny_classifier()
+    before = [w.copy() for w in dense.get_weights()]
+    pruned = train_pruned(compression.prune_model(dense, sparsity=0.6, frequency=1))
+    return dense, before, compression.strip_pruning(pruned)
+
+
+def test_pruned_weights_are_zero_at_the_reported_fraction(pruned_60):
+    dense, before, sparse = pruned_60
+    report = {row["name"]: row for row in compression.sparsity_report(sparse)["weights"]}
+    for block in ("encoder_layer_0", "encoder_layer_1"):
+        for path, shape in zip(BLOCK_KERNELS, BLOCK_SHAPES):
+            value = kernel(sparse, block, path)
+            assert value.shape == shape
+            size = value.size
+            kept = int(np.round(size * 0.4))  # TF-MOT keeps round(size * (1 - s)) weights
+            zeros = int(np.sum(value == 0))
+            assert size - kept - 1 <= zeros <= size - kept, (block, path, zeros, size)
+            row = report[f"{block}/{path}"]
+            assert row["zeros"] == zeros and row["sparsity"] == pytest.approx(zeros / size)
+    # nothing else was pruned: embeddings, biases, layer norms and the classifier keep their values
+    for name in ("embeddings/token_embeddings", "classifier/kernel"):
+        assert report[name]["zeros"] == 0
+    assert np.all(sparse.get_layer("encoder_layer_0").attention_norm.gamma.numpy() != 0)
+    # the input model was not modified
+    for old, now in zip(before, dense.get_weights()):
+        np.testing.assert_array_equal(old, now)
+
+
+def test_stripped_model_matches_the_pruning_model_and_keeps_its_layers(pruned_60):
+    _, _, sparse = pruned_60
+    assert [layer.name for layer in sparse.layers] == [layer.name for layer in tiny_classifier().layers]
+    assert sparse.kerasllm_task["task"] == "token_classification"
+    total, nonzero = compression.parameter_counts(sparse)
+    weights = sparse.get_weights()
+    assert total == sum(w.size for w in weights)
+    assert nonzero == sum(int(np.count_nonzero(w)) for w in weights)
+
+
+def test_mask_survives_tflite_export(pruned_60, tmp_path):
+    from kerasllm.export import export_tflite
+
+    _, _, sparse = pruned_60
+    report = export_tflite(sparse, tmp_path / "sparse.tflite")
+    found = compression.tflite_weight_sparsity(report.path, BLOCK_SHAPES)
+    for shape in BLOCK_SHAPES:
+        expected = [
+            float(np.mean(kernel(sparse, block, path) == 0))
+            for block in ("encoder_layer_0", "encoder_layer_1")
+            for path, s in zip(BLOCK_KERNELS, BLOCK_SHAPES)
+            if s == shape
+        ]
+        stored = found.get(shape, []) + found.get(tuple(reversed(shape)), [])
+        # every pruned kernel of this shape is in the file with its zeros
+        for fraction in expected:
+            assert any(abs(fraction - s) < 1e-9 for s in stored), (shape, expected, stored)
+
+
+def test_two_of_four_structured_sparsity():
+    pruned = train_pruned(compression.prune_model(tiny_classifier(1), m_by_n=(2, 4)), steps=2)
+    sparse = compression.strip_pruning(pruned)
+    for path, shape in zip(BLOCK_KERNELS, BLOCK_SHAPES):
+        value = kernel(sparse, "encoder_layer_1", path)
+        groups = (value == 0).reshape(shape[0] // 4, 4, shape[1]).sum(axis=1)  # 4 consecutive inputs per output
+        assert np.all(groups >= 2), path
+
+
+def test_polynomial_schedule_and_iterative_rounds():
+    schedule = compression.make_schedule(0.8, "polynomial", begin_step=0, end_step=10, frequency=1)
+    # Zhu & Gupta's cubic ramp: s_t = s_f + (s_i - s_f) (1 - t / T)^3
+    for step in (0, 5, 10):
+        expected = 0.8 + (0.0 - 0.8) * (1 - step / 10) ** 3
+        assert float(schedule(tf.constant(step, tf.int64))[1]) == pytest.approx(expected, abs=1e-6)
+    seen = []
+
+    def fit(pruned, round_index):
+        train_pruned(pruned, steps=1)
+        seen.append(compression.sparsity_report(compression.strip_pruning(pruned))["total"]["sparsity"])
+
+    final = compression.prune_iteratively(tiny_classifier(2), fit, sparsity=0.5, rounds=2, frequency=1)
+    proj_only = compression.sparsity_report(final, include_embeddings=False, include_heads=False)
+    assert proj_only["total"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert seen[0] < seen[1]
+
+
+def test_pruning_can_include_the_embedding_table():
+    pruned = train_pruned(compression.prune_model(tiny_classifier(3), 0.5, frequency=1, include_embeddings=True), 1)
+    table = compression.strip_pruning(pruned).get_layer("embeddings").token_embeddings.numpy()
+    assert np.mean(table == 0) == pytest.approx(0.5, abs=1 / table.size)
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return tiny_classifier(5)
+
+
+@pytest.mark.parametrize("sparsity", [0, 1, 1.5, -0.2, "half"])
+def test_sparsity_outside_zero_one_is_refused(dense, sparsity):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        compression.prune_model(dense, sparsity=sparsity)
+
+
+def test_nothing_prunable_is_refused(dense):
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Dense(3)(inputs)))
+    with pytest.raises(ValueError, match="nothing to prune"):
+        compression.prune_model(plain, sparsity=0.5)
+    with pytest.raises(ValueError, match="end_step"):
+        compression.prune_model(dense, sparsity=0.5, schedule="polynomial")
+    with pytest.raises(ValueError, match="m_by_n"):
+        compression.prune_model(dense, m_by_n=(4, 2))
+
+
+# ---------------------------------------------------------------------------------- QAT
+
+
+def all_projections(model):
+    names = ["embeddings/token_embeddings", "embeddings/position_embeddings", "embeddings/token_type_embeddings"]
+    for i in range(model.kerasllm_config.num_layers):
+        names += [f"encoder_layer_{i}/{k}" for k in BLOCK_KERNELS]
+    if "pooler" in [layer.name for layer in model.layers]:
+        names.append("pooler/dense/kernel")
+    return names + ["classifier/kernel"]
+
+
+def check_every_projection_quantized(model, qat):
+    expected = all_projections(model)
+    # the float model: every projection is listed as unquantized (the check can fail)
+    assert compression.unquantized_projections(model) == expected
+    assert compression.unquantized_projections(qat) == [], "projections left without fake quantization"
+    assert compression.fake_quant_count(qat) >= len(expected)
+
+
+def fit_eagerly(model, seed, lr=1e-3, epochs=2):
+    inputs, labels = batch(seed)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=masked_sparse_categorical_crossentropy(), run_eagerly=True)
+    model.fit(inputs, labels, batch_size=8, epochs=epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_qat():
+    model = tiny_classifier(4)
+    qat = compression.quantize_model(model)
+    check_every_projection_quantized(model, qat)  # before any training (asserted again below)
+    return model, fit_eagerly(qat, 4)
+
+
+def test_qat_puts_fake_quant_on_every_projection(trained_qat):
+    check_every_projection_quantized(*trained_qat)
+
+
+def test_qat_covers_the_pooler_of_a_sequence_classifier():
+    tf.keras.utils.set_random_seed(0)
+    model = sequence_classifier(tiny_config(), LABELS)
+    check_every_projection_quantized(model, compression.quantize_model(model))
+
+
+def test_qat_converts_to_full_integer_tflite(trained_qat, tmp_path):
+    from ai_edge_litert import interpreter as litert
+
+    from kerasllm.export import TFLiteRunner, export_tflite
+
+    _, qat = trained_qat
+    inputs, _ = batch(5)
+    report = export_tflite(qat, tmp_path / "qat.tflite", quantize="int8", representative_data=[inputs])
+    interpreter = litert.Interpreter(model_path=report.path)
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    heavy = [op for op in interpreter._get_ops_details() if op["op_name"] in ("FULLY_CONNECTED", "BATCH_MATMUL")]
+    assert len([op for op in heavy if op["op_name"] == "FULLY_CONNECTED"]) == 9  # 4 per block + classifier
+    for op in heavy:
+        assert all(dtypes[i] == np.int8 for i in op["inputs"][:2] if i >= 0), op["op_name"]
+    logits = TFLiteRunner(report.path)(inputs)["logits"]
+    agreement = np.mean(logits.argmax(-1) == qat(inputs).numpy().argmax(-1))
+    assert agreement >= 0.8
+
+
+def test_qat_float_copy_holds_the_trained_weights(trained_qat):
+    model, qat = trained_qat
+    plain = compression.float_copy(qat)
+    assert [w.shape for w in plain.get_weights()] == [w.shape for w in model.get_weights()]
+    # the wrapper's first quantized weight is the block's fused qkv kernel (the QuantizeConfig's order)
+    trained = qat.get_layer("quant_encoder_layer_0")._weight_vars[0][0]
+    assert tuple(trained.shape) == BLOCK_SHAPES[0]
+    qkv = plain.get_layer("encoder_layer_0").attention.qkv_kernel.numpy()
+    np.testing.assert_array_equal(qkv, trained.numpy())
+    assert not np.allclose(qkv, model.get_layer("encoder_layer_0").attention.qkv_kernel.numpy())
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+def test_pruning_preserving_qat_keeps_the_zeros(pruned_60, preserve):
+    _, _, sparse = pruned_60
+    zeros = kernel(sparse, "encoder_layer_0", "attention/qkv_kernel") == 0
+    qat = fit_eagerly(compression.quantize_model(sparse, preserve_sparsity=preserve), 6, lr=1e-2)
+    after = compression.float_copy(qat).get_layer("encoder_layer_0").attention.qkv_kernel.numpy()
+    if preserve:
+        assert np.all(after[zeros] == 0)
+    else:  # without preservation training refills the pruned weights
+        assert np.mean(after[zeros] != 0) > 0.5
+
+
+# ------------------------------------------------------------------------- distillation
+
+
+def np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def np_soft(student, teacher, temperature, weights):
+    log_t = np_log_softmax(teacher / temperature)
+    kl = (np.exp(log_t) * (log_t - np_log_softmax(student / temperature))).sum(-1)
+    return temperature**2 * (kl * weights).sum() / weights.sum()
+
+
+def np_hard(student, labels, kind):
+    log_p = np_log_softmax(student)
+    if kind == "sequence":
+        return -np.mean(log_p[np.arange(len(labels)), labels])
+    keep = labels != -100
+    picked = np.take_along_axis(log_p, np.where(keep, labels, 0)[..., None], -1)[..., 0]
+    return -(picked * keep).sum() / keep.sum()
+
+
+def test_soft_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(2, 3, 7, 5)) * 3
+    weights = (rng.random((3, 7)) > 0.3).astype(np.float32)
+    for temperature in (1.0, 2.0, 4.0):
+        got = compression.soft_loss(student, teacher, temperature, weights)
+        assert float(got) == pytest.approx(np_soft(student, teacher, temperature, weights), rel=1e-5)
+
+
+@pytest.mark.parametrize("task", ["token_classification", "sequence_classification", "causal_lm"])
+def test_distiller_loss_matches_numpy_on_fixed_logits(task):
+    rng = np.random.default_rng(1)
+    if task == "sequence_classification":
+        model = sequence_classifier(tiny_config(num_layers=1), LABELS)
+        shape, kind = (4, LABELS), "sequence"
+        labels = rng.integers(0, LABELS, 4)
+        mask = np.ones((4, 6), np.int32)
+    else:
+        if task == "causal_lm":
+            model = gpt_decoder(get_preset("gpt-tiny", vocab_size=11, num_layers=1, hidden_size=16, num_heads=2))
+            classes = 11
+        else:
+            model, classes = tiny_classifier(num_layers=1), LABELS
+        shape, kind = (4, 6, classes), "token"
+        labels = rng.integers(0, classes, (4, 6))
+        labels[:, -2:] = -100
+        mask = np.ones((4, 6), np.int32)
+        mask[:, -1] = 0
+    student_logits, teacher_logits = (rng.normal(size=shape) * 2).astype(np.float32), (rng.normal(size=shape) * 2).astype(np.float32)
+    distiller = compression.Distiller(model, model, task=task, temperature=3.0, alpha=0.3)
+    losses = distiller.compute_losses({"attention_mask": mask}, labels, student_logits, teacher_logits)
+    weights = np.ones(shape[:-1], np.float32) if kind == "sequence" else mask.astype(np.float32)
+    soft = np_soft(student_logits, teacher_logits, 3.0, weights)
+    hard = np_hard(student_logits, labels, kind)
+    assert float(losses["soft_loss"]) == pytest.approx(soft, rel=1e-5)
+    assert float(losses["hard_loss"]) == pytest.approx(hard, rel=1e-5)
+    assert float(losses["loss"]) == pytest.approx(0.3 * hard + 0.7 * soft, rel=1e-5)
+
+
+def test_distiller_train_step_reports_the_numpy_loss_with_hidden_states():
+    teacher = tiny_classifier(7, num_layers=2)
+    student = compression.student_from_teacher(teacher, every=2)
+    for layer in student.layers:  # move the student away from the teacher
+        layer.set_weights([w + np.float32(0.05) for w in layer.get_weights()])
+    distiller = compression.Distiller(teacher, student, temperature=2.0, alpha=0.4, hidden_layers=[(0, 0)], hidden_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    inputs, labels = batch(8, masked_tail=3)
+    history = distiller.fit(inputs, labels, batch_size=8, epochs=1, verbose=0).history
+    # NumPy from the models' own outputs (the step before any update: lr = 0)
+    t_logits, s_logits = teacher(inputs).numpy(), student(inputs).numpy()
+    t_hidden = keras.Model(teacher.inputs, teacher.get_layer("encoder_layer_0").output)(inputs).numpy()
+    s_hidden = keras.Model(student.inputs, student.get_layer("encoder_layer_0").output)(inputs).numpy()
+    w, b = distiller.projections[0].get_weights()
+    mask = inputs["attention_mask"].astype(np.float32)
+    hidden = (((s_hidden @ w + b - t_hidden) ** 2).mean(-1) * mask).sum() / mask.sum()
+    expected = 0.4 * np_hard(s_logits, labels, "token") + 0.6 * np_soft(s_logits, t_logits, 2.0, mask) + 0.5 * hidden
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-4)
+    assert history["hidden_loss"][0] == pytest.approx(hidden, rel=1e-4)
+
+
+def test_student_from_teacher_takes_every_kth_block():
+    teacher = tiny_classifier(9, num_layers=4)
+    student = compression.student_from_teacher(teacher, every=2)
+    assert student.kerasllm_config.num_layers == 2 and student.teacher_blocks == [1, 3]
+    for s, t in ((0, 1), (1, 3)):
+        for a, b in zip(student.get_layer(f"encoder_layer_{s}").get_weights(), teacher.get_layer(f"encoder_layer_{t}").get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for name in ("embeddings", "classifier"):
+        for a, b in zip(student.get_layer(name).get_weights(), teacher.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="every must be an integer"):
+        compression.student_from_teacher(teacher, every=5)
+    preset_student = compression.student_from_preset(teacher, "bert-tiny")
+    assert preset_student.kerasllm_config.vocab_size == VOCAB and preset_student.output_shape[-1] == LABELS
+
+
+def test_teacher_and_student_with_different_label_sets_are_refused():
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    teacher = tiny_classifier(labels=labels)
+    other = tiny_classifier(labels=["O", "B-PER", "I-PER", "B-ORG", "I-ORG"])
+    with pytest.raises(ValueError, match="label sets differ.*B-LOC"):
+        compression.Distiller(teacher, other)
+    with pytest.raises(ValueError, match="teacher predicts 5 classes but the student 3"):
+        compression.Distiller(teacher, token_classifier(tiny_config(), 3))
+    with pytest.raises(ValueError, match="alpha"):
+        compression.Distiller(teacher, tiny_classifier(labels=labels), alpha=1.5)
+
+
+# ----------------------------------------------------------------------------- low-rank
+
+
+def test_svd_factors_are_the_best_rank_r_approximation():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(12, 20))
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    for rank in (1, 5, 12):
+        down, up, energy = compression.svd_factors(w, rank)
+        assert down.shape == (12, rank) and up.shape == (rank, 20)
+        np.testing.assert_allclose(down @ up, (u[:, :rank] * s[:rank]) @ vt[:rank], atol=1e-5)
+        assert energy == pytest.approx((s[:rank] ** 2).sum() / (s**2).sum())
+    assert compression.choose_rank(w, param_fraction=0.5) == 3  # floor(0.5 * 240 / 32)
+    assert compression.choose_rank(w, energy=1.0) == 12
+    assert compression.choose_rank(np.diag([4.0, 2.0, 1.0]), energy=0.95) == 2  # 16/21 < 0.95 <= 20/21
+
+
+def test_low_rank_at_full_rank_reproduces_the_model(tmp_path):
+    model = tiny_classifier(11)
+    inputs, _ = batch(11)
+    full, report = compression.factorize_model(model, rank=HIDDEN)
+    assert [r["rank"] for r in report] == [HIDDEN] * 4
+    assert isinstance(full.get_layer("encoder_layer_0").ffn.intermediate, compression.LowRankDense)
+    np.testing.assert_allclose(full(inputs).numpy(), model(inputs).numpy(), atol=1e-4)
+    # save and load: the factorised structure comes back from kerasllm.json
+    from kerasllm.models import save_pretrained
+
+    save_pretrained(full, tmp_path / "lowrank")
+    loaded = compression.load_model(tmp_path / "lowrank")
+    np.testing.assert_allclose(loaded(inputs).numpy(), full(inputs).numpy(), atol=1e-6)
+
+
+def test_low_rank_halves_the_feed_forward_parameters():
+    model = tiny_classifier(12)
+    small, report = compression.factorize_model(model, param_fraction=0.5)
+    rank = int(0.5 * HIDDEN * FFN / (HIDDEN + FFN))
+    assert [r["rank"] for r in report] == [rank] * 4
+    saved = 4 * (HIDDEN * FFN - rank * (HIDDEN + FFN))
+    assert compression.parameter_counts(model)[0] - compression.parameter_counts(small)[0] == saved
+    with pytest.raises(ValueError, match="exactly one"):
+        compression.factorize_model(model, rank=2, energy=0.9)
+
+
+@pytest.mark.parametrize("name", ["pruning", "qat", "lowrank", "distillation"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"kerasllm.compression.{name}")
+    result = doctest.testmod(module, extraglobs=vars(module).copy(), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

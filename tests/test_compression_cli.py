@@ -1,0 +1,118 @@
+"""`kerasllm compress ...` and the compression report: merged table, JSON, plot, user errors."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kerasllm.cli.main import app
+from kerasllm.compression import report
+
+runner = CliRunner()
+
+
+def row(name, method, f1, gzip_bytes, **extra):
+    values = {
+        "name": name, "method": method, "metric": "entity_f1", "keras_score": f1, "tflite_score": f1,
+        "params": 1000, "nonzero_params": 1000, "tflite_bytes": 4_000_000, "tflite_gzip_bytes": gzip_bytes,
+        "latency_p50_ms": 2.0, "latency_length": 64, "latency_threads": 1,
+    }
+    values.update(extra)
+    return values
+
+
+@pytest.fixture
+def row_dirs(tmp_path):
+    rows = [
+        row("float32", "base", 0.50, 3_000_000),
+        row("prune 50%", "prune", 0.4912, 1_500_000, nonzero_params=520),
+        row("QAT int8", "qat", 0.47, 800_000, keras_score=0.49, tflite_bytes=1_000_000),
+    ]
+    dirs = []
+    for i, r in enumerate(rows):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        report.write_row(str(folder), r)
+        dirs.append(str(folder))
+    return dirs
+
+
+def test_markdown_table_compares_each_row_with_the_float_baseline(row_dirs):
+    rows = report.read_rows(row_dirs)
+    cells = {c[0]: c for c in report.table_rows(rows)}
+    header = list(report.COLUMNS)
+    col = {name: header.index(name) for name in header}
+    assert cells["prune 50%"][col["Δ vs base"]] == "-0.88"  # (0.4912 - 0.50) * 100
+    assert cells["prune 50%"][col["gzip × base"]] == "0.50"  # 1.5 MB / 3.0 MB
+    assert cells["prune 50%"][col["non-zero"]] == "520"
+    assert cells["QAT int8"][col["score (Keras)"]] == "49.00"
+    assert cells["QAT int8"][col["score (TFLite)"]] == "47.00"
+    assert cells["QAT int8"][col["TFLite MB"]] == "1.00"
+    # another baseline by name
+    other = {c[0]: c for c in report.table_rows(rows, baseline="prune 50%")}
+    assert other["float32"][col["Δ vs base"]] == "+0.88"
+    with pytest.raises(ValueError, match="no row has that name"):
+        report.table_rows(rows, baseline="nope")
+
+
+def test_compress_report_writes_markdown_json_and_png(row_dirs, tmp_path):
+    prefix = tmp_path / "out" / "summary"
+    result = runner.invoke(app, ["compress", "report", *row_dirs, "--out", str(prefix)])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert markdown.count("\n|") >= 4 and "| prune 50% |" in markdown and "entity f1 (TFLite)" in markdown
+    assert [r["name"] for r in json.loads((tmp_path / "out" / "summary.json").read_text())] == [
+        "float32", "prune 50%", "QAT int8"
+    ]
+    assert (tmp_path / "out" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compress_user_errors_are_one_line(tmp_path):
+    result = runner.invoke(app, ["compress", "report", str(tmp_path)])
+    assert result.exit_code == 2 and "no compression_row.json" in result.output
+    (tmp_path / "bad.json").write_text("{not json")
+    result = runner.invoke(app, ["compress", "report", str(tmp_path / "bad.json")])
+    assert result.exit_code == 2 and "not a JSON file" in result.output
+    for sparsity in ("0", "1.5"):
+        result = runner.invoke(app, ["compress", "prune", "--model", str(tmp_path), "--out", str(tmp_path / "o"),
+                                     "--sparsity", sparsity])
+        assert result.exit_code == 2 and "strictly between 0 and 1" in result.output, result.output
+    result = runner.invoke(app, ["compress", "prune", "--model", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--m-by-n", "2x4"])
+    assert result.exit_code == 2 and "M:N" in result.output
+    result = runner.invoke(app, ["compress", "ptq", "--model", str(tmp_path), "--out", str(tmp_path / "o"),
+                                 "--quantize", "int4"])
+    assert result.exit_code == 2 and "--quantize 'int4'" in result.output
+    result = runner.invoke(app, ["compress", "qat", "--model", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--train" in result.output
+
+
+@pytest.mark.slow
+def test_compress_commands_on_a_tiny_ner_model(tmp_path_factory):
+    from tests.test_cli_ner import tiny_ner_model
+
+    files = tiny_ner_model(tmp_path_factory)
+    out = tmp_path_factory.mktemp("compress")
+    data = ["--train", files["train"], "--test", files["test"], "--max-length", "32", "--latency-length", "16"]
+    runs = {
+        "base": ["ptq", "--quantize", "none"],
+        "prune": ["prune", "--sparsity", "0.5", "--epochs", "1", "--lr", "1e-4"],
+        "lowrank": ["lowrank", "--param-fraction", "0.5", "--epochs", "0"],
+    }
+    for folder, args in runs.items():
+        result = runner.invoke(app, ["compress", *args, "--model", files["model"], "--out", str(out / folder), *data])
+        assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in report.read_rows([str(out / f) for f in runs])}
+    assert rows["base"]["nonzero_params"] == rows["base"]["params"]
+    assert rows["prune"]["params"] == rows["base"]["params"]
+    assert rows["prune"]["nonzero_params"] < 0.8 * rows["base"]["params"]
+    assert rows["lowrank"]["params"] < rows["base"]["params"]
+    for r in rows.values():
+        assert 0.0 <= r["keras_score"] <= 1.0 and r["tflite_bytes"] > 0 and r["latency_p50_ms"] > 0
+    sparsity = json.loads((out / "prune" / "sparsity.json").read_text())
+    assert all(abs(w["sparsity"] - 0.5) < 0.01 for w in sparsity["weights"])
+    # the compressed folders load as NER folders again (low-rank included)
+    from kerasllm.compression.pipeline import load_ner_folder
+
+    for folder in ("prune", "lowrank"):
+        model, _, labels = load_ner_folder(out / folder / "model")
+        assert model.output_shape[-1] == labels.num_labels
