@@ -107,3 +107,17 @@ def test_shuffled_epochs_accepts_seed_zero_after_global_seeding(tokenizer, tmp_p
     resume = training.ResumableTraining(str(tmp_path / "backup"))
     batches = list(resume.shuffled_epochs(make_dataset(windows, 2, shuffle=True, seed=0), seed=0, batch_fn=lambda d: d))
     assert sum(int(b[0]["input_ids"].shape[0]) for b in batches) == 8
+
+
+def test_word_longer_than_a_window_keeps_its_first_subwords(tokenizer):
+    # "lovelacelacelace" = love ##lace ##lace ##lace: 4 sub-words, 3 slots at max_length 5.
+    sentence = Sentence(["Ada", "Lovelacelacelace", "visited"], ["B-PER", "I-PER", "O"])
+    labels = LabelMap.from_sentences([sentence])
+    windows = encode_sentences([sentence], tokenizer, labels, max_length=5)
+    spans = [(w.start_word, w.end_word) for w in windows]
+    assert spans[0][0] == 0 and spans[-1][1] == 3 and (1, 2) in spans
+    long_word = windows[spans.index((1, 2))]
+    # [CLS] love ##lace ##lace [SEP]: cut to the window, the label on the first sub-word only.
+    assert long_word.input_ids.tolist() == [2, 6, 7, 7, 3]
+    i_per = labels.label_to_id["I-PER"]
+    assert long_word.labels.tolist() == [IGNORE_INDEX, i_per, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]

@@ -37,6 +37,10 @@ def encode_sentences(sentences, tokenizer, label_map=None, max_length=128, strid
         max_length: model input length including ``[CLS]`` and ``[SEP]``.
         stride: sub-words shared by consecutive windows of a long sentence
             (default: a quarter of the window).
+
+    Sentences longer than a window are split into overlapping windows of whole
+    words; a single word with more sub-words than a window holds is cut to the
+    window (the sub-words after the first carry no label and no prediction).
     """
     if max_length < 4:
         raise ValueError(f"max_length={max_length} is too small (needs room for [CLS], [SEP] and words)")
@@ -48,7 +52,9 @@ def encode_sentences(sentences, tokenizer, label_map=None, max_length=128, strid
         label_ids = None
         if label_map is not None:
             label_ids = label_map.encode_sentence(sentence, path=path)
-        counts = tokenizer.subword_counts(words)
+        # A single word longer than a window (a long URL) keeps its first sub-words: its label
+        # and its prediction sit on the first one, as Transformers' truncation would leave them.
+        counts = [min(count, slots) for count in tokenizer.subword_counts(words)]
         for start, end in make_windows(counts, slots, stride):
             encoding = tokenizer.encode_words(words[start:end], max_length=max_length)
             word_ids = list(encoding.word_ids)
