@@ -4,6 +4,9 @@ The run goes through the NER data path users get: kerasllm's generated corpus, a
 vocabulary trained on it, windows with first-sub-word labels, length-bucketed batches of
 different shapes (the last one partial), the AdamW schedule and the masked token loss. Dropout
 is 0 so that both runs are deterministic; the same global batch is split over the replicas.
+Gradients are clipped to a small per-variable norm so that clipping acts on every step: an
+embedding's gradient rows are grouped differently on one device and on two replicas, and the
+clipped update must not depend on that grouping.
 """
 import textwrap
 
@@ -36,7 +39,7 @@ SCRIPT = textwrap.dedent(
     dev_windows = encode_sentences(dev, tokenizer, labels, max_length=24)
     config = get_preset("bert-tiny", vocab_size=len(vocab), hidden_size=32, num_heads=2,
                         intermediate_size=64, max_position=32, dropout=0.0, attention_dropout=0.0)
-    tf.random.set_seed(0)
+    training.set_seed(0)
     initial = token_classifier(config, labels.num_labels).get_weights()
     EPOCHS, BATCH = 3, 16
 
@@ -45,7 +48,8 @@ SCRIPT = textwrap.dedent(
             model = token_classifier(config, labels.num_labels)
             model.set_weights(initial)
             steps = EPOCHS * int(np.ceil(len(windows) / BATCH))
-            model.compile(optimizer=training.create_optimizer(1e-3, num_train_steps=steps, warmup_steps=2),
+            optimizer = training.create_optimizer(1e-3, num_train_steps=steps, warmup_steps=2, clipnorm=0.1)
+            model.compile(optimizer=optimizer,
                           loss=training.masked_sparse_categorical_crossentropy(),
                           metrics=[training.masked_accuracy()])
         training.install_train_step(model)

@@ -170,6 +170,25 @@ def test_global_clipnorm_clips_jointly():
     assert np.max(np.abs(unclipped[0] - want[0])) > 1e-2
 
 
+@pytest.mark.parametrize("clip", [dict(clipnorm=1.0), dict(clipnorm=None, global_clipnorm=1.0)])
+def test_clipping_sees_an_embedding_gradient_summed_over_duplicate_rows(clip):
+    # A lookup's gradient lists row 2 three times ([.3, .3] each) and row 0 once ([0, .3]).
+    # Summed, it is [[0, .3], [0, 0], [.9, .9], [0, 0]] with norm 0.3 * sqrt(19) = 1.31 > 1,
+    # so it is clipped; the rows as listed have norm 0.3 * sqrt(7) = 0.79 and would not be.
+    table = tf.Variable(np.zeros((4, 2), np.float32))
+    sparse = tf.IndexedSlices(0.3 * tf.constant([[1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]),
+                              tf.constant([2, 0, 2, 2]), tf.constant([4, 2]))
+    opt = create_optimizer(1.0, 10, weight_decay=0.0, schedule="constant", epsilon=1e-6, **clip)
+    # One step is sign-like in Adam; a second, smaller step makes the scale matter.
+    dense_steps = [tf.convert_to_tensor(sparse).numpy(), np.full((4, 2), 0.05, np.float32)]
+    opt.apply_gradients([(sparse, table)])
+    opt.apply_gradients([(tf.constant(dense_steps[1]), table)])
+    want = _numpy_adam_global_clip([[g] for g in dense_steps], clip=1.0)[0]
+    np.testing.assert_allclose(table.numpy(), want, rtol=1e-4)  # float32 bias corrections
+    unclipped = _numpy_adam_global_clip([[g] for g in dense_steps], clip=1e9)[0]  # what the listed norm gives
+    assert np.max(np.abs(unclipped - want)) > 1e-2
+
+
 # --------------------------------------------------------------------------- gradient accumulation
 
 

@@ -321,7 +321,7 @@ def student_from_teacher(teacher, every=None, layers=None):
         match = _BLOCK.match(layer.name)
         source = blocks[layers[int(match.group(2))]] if match else teacher.get_layer(layer.name)
         layer.set_weights(source.get_weights())
-    student.teacher_blocks = layers  # which teacher block each student block came from
+    student.teacher_blocks = tuple(layers)  # which teacher block each student block came from
     return _tag(student, config, dict(teacher.kerasllm_task))
 
 

@@ -451,7 +451,7 @@ def run_distill(
         if every is None and layers is None:
             every = 2
         student = distillation.student_from_teacher(teacher, every=every, layers=layers)
-        chosen = student.teacher_blocks
+        chosen = list(student.teacher_blocks)
         origin = f"teacher blocks {chosen}"
     hidden_layers = None
     if hidden:

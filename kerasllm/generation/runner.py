@@ -138,6 +138,9 @@ class ModelRunner:
         (``[b, n]`` without a cache); ``index`` the slot of ``ids[:, 0]``;
         ``context`` the encoder's cross-attention cache and mask, or
         ``encoder_outputs`` (with the mask in ``context[1]``) for the uncached pass.
+        ``cache`` is one tensor ``[layers, ...]`` or a tuple of per-layer caches
+        (returned in the same form; a loop that carries the tuple avoids
+        re-stacking the whole cache at every step).
         """
         x = self.embeddings(ids, position_ids=positions, training=False)
         new_cache = []
@@ -157,7 +160,9 @@ class ModelRunner:
                 )
                 new_cache.append(layer_cache)
         logits = self._logits(x, table)
-        return logits if cache is None else (logits, tf.stack(new_cache))
+        if cache is None:
+            return logits
+        return logits, (tuple(new_cache) if isinstance(cache, (tuple, list)) else tf.stack(new_cache))
 
     def _encode(self, ids, mask):
         x = self.embeddings(ids, training=False)

@@ -239,10 +239,11 @@ def _loop_fn(runner, config, chunk):
                 return tf.logical_and(i < count, tf.logical_not(tf.reduce_all(finished)))
 
             tokens = tf.zeros([tf.shape(logits)[0], chunk], tf.int32)
-            i, logits, cache, seen, finished, tokens = tf.while_loop(
-                more, body, [tf.constant(0), logits, cache, seen, finished, tokens], maximum_iterations=chunk
+            layers = tuple(tf.unstack(cache, num=len(runner.blocks)))
+            i, logits, layers, seen, finished, tokens = tf.while_loop(
+                more, body, [tf.constant(0), logits, layers, seen, finished, tokens], maximum_iterations=chunk
             )
-            return tokens, i, logits, cache, seen, finished
+            return tokens, i, logits, tf.stack(layers), seen, finished
 
         rows = tf.TensorSpec([None], tf.int32)
         scalar_int = tf.TensorSpec([], tf.int32)

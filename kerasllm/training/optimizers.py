@@ -1,7 +1,8 @@
 """AdamW with BERT's defaults and a warm-up learning-rate schedule.
 
-:func:`create_optimizer` returns a plain ``tf_keras.optimizers.AdamW`` (the Keras 2
-"new" optimizer) driven by a :class:`WarmupSchedule`, with biases and layer-norm
+:func:`create_optimizer` returns an :class:`AdamW`: ``tf_keras.optimizers.AdamW`` (the
+Keras 2 "new" optimizer) whose gradient clipping measures the norm of the gradient itself
+(see the class), driven by a :class:`WarmupSchedule`, with biases and layer-norm
 parameters excluded from weight decay, as in BERT and Hugging Face fine-tuning.
 Create it inside ``strategy.scope()`` when training under a ``tf.distribute``
 strategy: the optimizer binds to the strategy that is current when it is built.
@@ -16,6 +17,48 @@ import tf_keras as keras
 
 SCHEDULES = ("linear", "cosine", "constant")
 DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY = ("bias", "gamma", "beta", "layer_norm", "LayerNorm")
+
+
+def merge_duplicate_rows(grad):
+    """``grad`` with the rows of an ``IndexedSlices`` that share an index summed into one.
+
+    An embedding lookup's gradient holds one row per looked-up position, and a
+    multi-replica all-reduce concatenates the replicas' rows, so the same table row
+    can appear many times and in a different grouping on every strategy. The sum is
+    the gradient; the rows are not. Dense tensors and ``None`` pass through.
+
+    Inside an XLA cluster (where ``tf.unique`` has no static shape) the slices are
+    made dense instead, which is the same gradient.
+    """
+    if not isinstance(grad, tf.IndexedSlices):
+        return grad
+    from tf_keras.src.utils import control_flow_util
+
+    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return tf.convert_to_tensor(grad)
+    rows, position = tf.unique(grad.indices)
+    values = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
+    return tf.IndexedSlices(values, rows, grad.dense_shape)
+
+
+@keras.saving.register_keras_serializable(package="kerasllm")
+class AdamW(keras.optimizers.AdamW):
+    """``tf_keras.optimizers.AdamW`` whose ``clipnorm`` / ``global_clipnorm`` see the true gradient.
+
+    Keras clips an embedding's ``IndexedSlices`` gradient by the norm of its rows
+    as they come, before rows of the same index are summed. That norm is not the
+    gradient's, and it changes with the strategy: one device sums a position's
+    contributions over the whole batch inside the lookup, two replicas each sum
+    half and the all-reduce concatenates the halves. Clipping then scaled the
+    same update differently on one device and on two. Here duplicate rows are
+    summed first (:func:`merge_duplicate_rows`), so the clipped update is the same
+    whatever the strategy and equals clipping the dense gradient.
+    """
+
+    def _clip_gradients(self, grads):
+        if (self.clipnorm and self.clipnorm > 0) or (self.global_clipnorm and self.global_clipnorm > 0):
+            grads = [merge_duplicate_rows(g) for g in grads]
+        return super()._clip_gradients(grads)
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
@@ -150,7 +193,7 @@ def create_optimizer(
         jit_compile: compile the update step with XLA (Keras's default).
 
     Returns:
-        A ``tf_keras.optimizers.AdamW``; its ``learning_rate`` is the schedule.
+        An :class:`AdamW` (a ``tf_keras.optimizers.AdamW``); its ``learning_rate`` is the schedule.
 
     Example:
 
@@ -169,7 +212,7 @@ def create_optimizer(
         exclude_from_weight_decay = (exclude_from_weight_decay,)
     warmup_steps = resolve_warmup_steps(num_train_steps, warmup_steps, warmup_ratio)
     lr = WarmupSchedule(learning_rate, num_train_steps, warmup_steps=warmup_steps, schedule=schedule)
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate=lr,
         weight_decay=float(weight_decay),
         beta_1=beta_1,
