@@ -1,4 +1,4 @@
-"""Every public docstring Example in layers and models runs and prints what it says."""
+"""Every public docstring Example in the listed modules runs and prints what it says."""
 import doctest
 import importlib
 
@@ -16,6 +16,15 @@ MODULES = [
     "kerasllm.models.encoder_decoder",
     "kerasllm.models.heads",
     "kerasllm.models.summary",
+    "kerasllm.layers.lora",
+    "kerasllm.layers.adapter",
+    "kerasllm.models.peft",
+    "kerasllm.training.optimizers",
+    "kerasllm.training.seed",
+    "kerasllm.generation.config",
+    "kerasllm.compression.lowrank",
+    "kerasllm.data.conll",
+    "kerasllm.evaluation.ner",
     "kerasllm.data.augment",
     "kerasllm._io",
 ]

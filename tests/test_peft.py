@@ -425,3 +425,23 @@ def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, extraglobs=vars(module).copy(), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_save_hf_writes_a_lora_model_merged_and_refuses_adapters(base, tmp_path):
+    from kerasllm.checkpoints import save_hf
+    from kerasllm.models import from_pretrained
+
+    model = with_peft(base, lora_rank=2, lora_alpha=4.0, lora_targets=("query", "value", "ffn"))
+    randomize_peft(model, seed=3)
+    save_hf(model, tmp_path / "hf")
+    loaded = from_pretrained(str(tmp_path / "hf"))
+    assert loaded.kerasllm_config.lora_rank == 0
+    x = batch(5)
+    # The Hugging Face folder computes what the unmerged LoRA model computes; without
+    # the LoRA updates (the base model) it would not.
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert np.max(np.abs(base(x).numpy() - model(x).numpy())) > 1e-3
+
+    with pytest.raises(ValueError, match="adapter_size=2"):
+        save_hf(with_peft(base, adapter_size=2), tmp_path / "adapters")
+    assert not (tmp_path / "adapters").exists()

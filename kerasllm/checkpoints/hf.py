@@ -333,8 +333,29 @@ def config_to_hf(model):
     return out
 
 
+def _without_peft(model):
+    """``model`` with LoRA folded into its kernels; a clear error for adapters, which cannot be."""
+    config = model.kerasllm_config
+    if getattr(config, "adapter_size", 0):
+        raise ValueError(
+            f"a Hugging Face folder cannot hold bottleneck adapters (adapter_size={config.adapter_size}): "
+            "Transformers' BertModel has no such weights. Save the model in kerasllm's format "
+            "(kerasllm.models.save_pretrained) instead"
+        )
+    if getattr(config, "lora_rank", 0):
+        from kerasllm.models.peft import merge_peft
+
+        return merge_peft(model)
+    return model
+
+
 def hf_tensors(model):
-    """Hugging Face tensor name -> array for every weight of ``model`` (inverse of :func:`load_hf`)."""
+    """Hugging Face tensor name -> array for every weight of ``model`` (inverse of :func:`load_hf`).
+
+    LoRA updates are merged into their kernels first (the folder holds the merged model);
+    a model with adapters raises ``ValueError``.
+    """
+    model = _without_peft(model)
     config = model.kerasllm_config
     hf = config_to_hf(model)
     if config.model_type == "gpt":
@@ -348,6 +369,10 @@ def hf_tensors(model):
 
 def save_hf(model, out_dir, tokenizer=None):
     """Write ``model`` as a Hugging Face folder: ``config.json``, ``model.safetensors``.
+
+    A LoRA model is written merged (``W + alpha / rank * A @ B``, see
+    :func:`kerasllm.models.merge_peft`), which is what Transformers loads; a model
+    with bottleneck adapters is refused, as a BERT folder has no place for them.
 
     With a kerasllm ``WordPieceTokenizer`` also ``vocab.txt`` and a
     ``tokenizer_config.json`` that Transformers' ``BertTokenizer`` reads; with a
