@@ -15,8 +15,9 @@ Predictions of both are scored by one scorer (``kerasllm.evaluation.ner_scores``
 conlleval-compatible). Throughput is non-padding training tokens per second of training steps
 (the run's first, tracing step left out on both sides), averaged over epochs.
 
-Differences that remain: Keras clips each gradient to norm 1.0, the PyTorch loop clips the global
-norm; the two frameworks draw different random heads and dropout masks.
+Both clip the global gradient norm to 1.0 (kerasllm's default since commit "global clipping by
+default"; earlier runs clipped each variable's gradient to 1.0). Differences that remain: the two
+frameworks draw different random heads and dropout masks.
 
 ``--lora-rank R`` adds kerasllm runs with LoRA (rank R, ``--lora-lr``) and reports their F1 as a
 share of full fine-tuning's and the trainable fraction.

@@ -157,8 +157,8 @@ def create_optimizer(
     warmup_ratio=None,
     schedule="linear",
     weight_decay=0.01,
-    clipnorm=1.0,
-    global_clipnorm=None,
+    clipnorm=None,
+    global_clipnorm="default",
     beta_1=0.9,
     beta_2=0.999,
     epsilon=1e-6,
@@ -184,9 +184,10 @@ def create_optimizer(
         schedule: ``"linear"``, ``"cosine"`` or ``"constant"`` after warm-up.
         weight_decay: decoupled weight-decay rate (0 disables it).
         clipnorm: clip each variable's gradient to this L2 norm (Keras's
-            ``clipnorm``); ``None`` disables it.
-        global_clipnorm: clip all gradients jointly to this norm (what BERT and
-            PyTorch's ``clip_grad_norm_`` do); needs ``clipnorm=None``.
+            ``clipnorm``) instead of the global norm; ``None`` (default) does not.
+        global_clipnorm: clip all gradients jointly to this norm, as BERT and
+            Hugging Face's ``Trainer`` (``max_grad_norm=1.0``) do. Defaults to 1.0,
+            or to no global clipping when ``clipnorm`` is given; ``None`` disables it.
         beta_1, beta_2, epsilon: Adam's constants (``epsilon`` is added to
             ``sqrt(v)`` after bias correction of the step size, as Keras does).
         exclude_from_weight_decay: name patterns kept out of weight decay.
@@ -201,6 +202,8 @@ def create_optimizer(
     >>> type(opt).__name__, opt.get_config()["learning_rate"]["config"]["warmup_steps"]
     ('AdamW', 100)
     """
+    if isinstance(global_clipnorm, str) and global_clipnorm == "default":
+        global_clipnorm = 1.0 if clipnorm is None else None
     if clipnorm is not None and global_clipnorm is not None:
         raise ValueError(
             f"give either clipnorm ({clipnorm}) or global_clipnorm ({global_clipnorm}); "
