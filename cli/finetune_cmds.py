@@ -35,13 +35,19 @@ SHARED_HELP = {
     "lowercase": "Lower-case text in the tokenizer trained from a preset.",
     "export": "Export the best model to TFLite and verify it.",
     "quantize": f"TFLite quantization: {', '.join(QUANTIZE)}.",
-    "mixed_precision": f"{', '.join(MIXED_PRECISION)}.",
+    "mixed_precision": f"{', '.join(MIXED_PRECISION)} (auto: bfloat16 on a TPU, none elsewhere).",
     "xla": "Compile the train step with XLA.",
+    "static_shapes": "Pad every batch to [batch-size, max-length] (the last one with rows that do not count) so "
+    "XLA/TPU compile one step; always on with a TPU.",
+    "steps_per_execution": "Training steps per tf.function call (0: 32 on a TPU, 1 elsewhere).",
     "resume": "Resume an interrupted run from OUT/backup (same options).",
     "strategy": f"tf.distribute strategy: {', '.join(STRATEGIES)}; the model, optimizer and compile are built "
     "in its scope.",
     "devices": "Comma list of devices for --strategy mirrored, e.g. /gpu:0,/gpu:1 (default: every GPU, else the CPU).",
     "tpu": "TPU name or grpc://host:port for --strategy tpu or auto ('local' on a TPU VM).",
+    "worker_hosts": "Comma list of every worker's host:port for --strategy multiworker, the same on every worker; "
+    "sets TF_CONFIG (when unset). Worker 0 is the chief and writes OUT.",
+    "task_index": "This worker's index in --worker-hosts (0 = chief).",
     "lora_rank": "LoRA rank (0 = off). LoRA freezes the base weights; it is merged into them in the saved model.",
     "lora_alpha": "LoRA scale numerator: updates are scaled by alpha / rank.",
     "lora_targets": "Comma list of what LoRA adapts: query, key, value, output (attention), ffn.",
@@ -79,10 +85,12 @@ CLASSIFY_HELP = {
 }
 
 
-def _parameters(config_class, task_help):
-    """One keyword-only ``typer.Option`` parameter per field of ``config_class``, with its default."""
+def _parameters(config_class, task_help, skip=()):
+    """One keyword-only ``typer.Option`` parameter per field of ``config_class`` (but ``skip``), with its default."""
     parameters = []
     for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
         help_text = task_help.get(field.name) or SHARED_HELP.get(field.name)
         if help_text is None:
             raise KeyError(f"no help text for the {config_class.__name__} field {field.name!r}")
@@ -101,13 +109,13 @@ def _parameters(config_class, task_help):
     return parameters
 
 
-def _command(config_class, task_help, run, name, doc):
+def _command(config_class, task_help, run, name, doc, skip=()):
     """A Typer command that builds ``config_class`` from its options and calls ``run(cfg)``."""
 
     def command(**options):
         run_user_errors(lambda: run()(config_class(**options)))
 
-    command.__signature__ = inspect.Signature(_parameters(config_class, task_help))
+    command.__signature__ = inspect.Signature(_parameters(config_class, task_help, skip))
     command.__name__ = name
     command.__doc__ = doc
     return command

@@ -130,6 +130,9 @@ from . import compress_cmds  # noqa: E402
 compress_cmds.register(app)
 from . import generate_cmds  # noqa: E402
 generate_cmds.register(app)
+from . import pretrain_cmds, vocab_cmds  # noqa: E402
+pretrain_cmds.register(app)
+vocab_cmds.register(app)
 
 
 def main():

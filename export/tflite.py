@@ -369,7 +369,14 @@ def function_to_tflite(serve, specs, what, quantize="none", representative=None,
     with tempfile.TemporaryDirectory(prefix="kerasllm-tflite-") as tmp:
         holder = tf.Module()
         holder.serve = serve
-        tf.saved_model.save(holder, tmp, signatures={SERVING: serve.get_concrete_function()})
+        # No gradients in a TFLite model: custom gradients (e.g. of an embedding gather)
+        # whose closures capture the inputs would otherwise stop the save.
+        tf.saved_model.save(
+            holder,
+            tmp,
+            signatures={SERVING: serve.get_concrete_function()},
+            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+        )
         return convert_saved_model(
             tmp, [SERVING], what, quantize, representative, problems, allow_custom_ops, select_tf_ops, max_length
         )

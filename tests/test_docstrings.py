@@ -27,6 +27,9 @@ MODULES = [
     "kerasllm.evaluation.ner",
     "kerasllm.data.augment",
     "kerasllm._io",
+    "kerasllm.data.corpus",
+    "kerasllm.data.pretraining",
+    "kerasllm.training.pretrain",
 ]
 
 

@@ -6,12 +6,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers._utils import build_sublayer, clone_initializer
+from kerasllm.layers.local_attention import local_attention
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
-from kerasllm.layers.masks import causal_mask, combine_masks
+from kerasllm.layers.masks import MASK_VALUE as _MASK_VALUE
+from kerasllm.layers.masks import causal_mask, combine_masks, expand_attention_mask, local_attention_mask
 
-# Added to masked scores before the softmax. exp(-1e9 - max) underflows to exactly
-# 0.0 in float32, so masked keys get exactly zero probability.
-_MASK_VALUE = -1e9
+ATTENTION_TYPES = ("full", "sliding_window", "global_local")
 
 
 def _project(x, kernel, bias):
@@ -21,6 +21,34 @@ def _project(x, kernel, bias):
     if bias is not None:
         y = y + bias
     return tf.reshape(y, tf.concat([batch_shape, [kernel.shape[-1]]], axis=0))
+
+
+def attention_type_problem(attention_type, attention_window, global_tokens):
+    """``(argument, what is wrong)`` for a bad combination of attention-variant arguments, else None."""
+    if attention_type not in ATTENTION_TYPES:
+        return "attention_type", f"allowed values: {list(ATTENTION_TYPES)}"
+    if not isinstance(attention_window, int) or isinstance(attention_window, bool) or attention_window < 1:
+        return "attention_window", "must be a positive integer (keys seen on each side of a query)"
+    if not isinstance(global_tokens, int) or isinstance(global_tokens, bool) or global_tokens < 0:
+        return "global_tokens", "must be an integer >= 0"
+    if attention_type == "global_local" and global_tokens < 1:
+        return "global_tokens", "attention_type='global_local' needs at least 1 global token"
+    if attention_type != "global_local" and global_tokens:
+        return "global_tokens", f"only attention_type='global_local' uses global tokens (got {attention_type!r})"
+    return None
+
+
+def check_attention_type(attention_type, attention_window, global_tokens, where):
+    """Raise one ``ValueError`` naming ``where`` and the bad attention-variant argument."""
+    problem = attention_type_problem(attention_type, attention_window, global_tokens)
+    if problem:
+        values = {"attention_type": attention_type, "attention_window": attention_window, "global_tokens": global_tokens}
+        raise ValueError(f"{where}: {problem[0]}={values[problem[0]]!r} is invalid: {problem[1]}")
+
+
+def _heads_first(x):
+    """``[b, t, h, d]`` -> ``[b, h, t, d]``."""
+    return tf.transpose(x, [0, 2, 1, 3])
 
 
 def update_cache(cache, kv, index):
@@ -56,6 +84,16 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Scores are computed and soft-maxed in float32 under mixed precision.
 
+    ``attention_type`` picks the pattern of self-attention: ``"full"`` (every key),
+    ``"sliding_window"`` (query ``i`` sees keys ``j`` with ``|i - j| <= attention_window``,
+    computed block by block in memory ``O(n * attention_window)``, see
+    :func:`~kerasllm.layers.local_attention.local_attention`) or ``"global_local"``
+    (the sliding window plus ``global_tokens`` leading positions that see, and are
+    seen by, every position; Longformer). The variants take a ``[batch, k_len]``
+    padding mask; with a cache (decoding) they run as full attention with the
+    equivalent :func:`~kerasllm.layers.masks.local_attention_mask`. The weights are
+    the same for every type, so a checkpoint loads into any of them.
+
     Args:
         num_heads: number of attention heads.
         key_dim: size of each head. Defaults to ``hidden // num_heads``.
@@ -71,6 +109,10 @@ class MultiHeadAttention(keras.layers.Layer):
         lora_dropout: dropout on the input of the LoRA paths.
         lora_targets: projections that get LoRA, from ``"query"``, ``"key"``,
             ``"value"``, ``"output"``.
+        attention_type: ``"full"``, ``"sliding_window"`` or ``"global_local"``
+            (self-attention only).
+        attention_window: keys seen on each side of a query by the local types.
+        global_tokens: leading global positions of ``"global_local"``.
 
     Call arguments:
         query: ``[batch, q_len, hidden]``.
@@ -79,7 +121,7 @@ class MultiHeadAttention(keras.layers.Layer):
             ``[batch, q_len, k_len]`` or ``[batch, heads, q_len, k_len]``.
             With a cache it covers the cache positions.
         attention_bias: additive float bias ``[batch, heads or 1, q_len, k_len]``
-            (relative positions, knowledge-guided attention).
+            (relative positions, knowledge-guided attention); full attention only.
         use_causal_mask: query ``i`` sees only keys at positions ``<= i`` (offset
             by ``cache_index`` when decoding with a cache).
         cache: key/value cache ``[batch, 2, cache_len, heads, head_dim]``. For
@@ -89,7 +131,8 @@ class MultiHeadAttention(keras.layers.Layer):
             context keys/values and is returned unchanged.
         cache_index: scalar int, position of the first query in a fixed-size
             cache (static shapes for XLA/TFLite).
-        return_attention_scores: also return the probabilities ``[batch, heads, q, k]``.
+        return_attention_scores: also return the probabilities ``[batch, heads, q, k]``
+            (full attention only).
         training: enables dropout.
 
     Returns:
@@ -107,9 +150,13 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> _ = lora(x)
     >>> [w.name.split("/", 1)[1] for w in lora.trainable_weights]  # the base kernels are frozen
     ['query_lora/lora_a:0', 'query_lora/lora_b:0', 'value_lora/lora_a:0', 'value_lora/lora_b:0']
+    >>> local = MultiHeadAttention(num_heads=2, attention_type="sliding_window", attention_window=2)
+    >>> local(np.random.rand(1, 9, 8).astype("float32")).shape
+    TensorShape([1, 9, 8])
 
     References:
-        Vaswani et al., "Attention Is All You Need", 2017.
+        Vaswani et al., "Attention Is All You Need", 2017; Beltagy et al.,
+        "Longformer: The Long-Document Transformer", 2020.
     """
 
     def __init__(
@@ -126,10 +173,19 @@ class MultiHeadAttention(keras.layers.Layer):
         lora_alpha=16.0,
         lora_dropout=0.0,
         lora_targets=("query", "value"),
+        attention_type="full",
+        attention_window=256,
+        global_tokens=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_lora_args(lora_rank, lora_alpha, lora_dropout, where=f"MultiHeadAttention {self.name!r}")
+        check_attention_type(attention_type, attention_window, global_tokens, where=f"MultiHeadAttention {self.name!r}")
+        if cross_attention and attention_type != "full":
+            raise ValueError(
+                f"MultiHeadAttention {self.name!r}: attention_type={attention_type!r} is invalid: "
+                "cross-attention supports only 'full'"
+            )
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         if not 0.0 <= dropout < 1.0:
@@ -148,6 +204,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.lora_targets = normalize_lora_targets(
             lora_targets, ATTENTION_TARGETS, where=f"MultiHeadAttention {self.name!r}"
         )
+        self.attention_type = attention_type
+        self.attention_window = int(attention_window)
+        self.global_tokens = int(global_tokens)
         self._dropout_layer = keras.layers.Dropout(self.dropout)
 
     @property
@@ -204,17 +263,18 @@ class MultiHeadAttention(keras.layers.Layer):
                 setattr(self, f"{target}_lora", lora)
         super().build(input_shape)
 
-    def _plus_lora(self, target, x, y, training):
+    def _plus_lora(self, target, x, y, training, heads_first=False):
         """``y`` plus the ``target`` projection's LoRA update of ``x`` (``y`` itself without one).
 
-        ``y`` is ``[b, t, hidden]`` (output) or split into heads ``[b, t, h, d]``.
+        ``y`` is ``[b, t, hidden]`` (output) or split into heads, ``[b, t, h, d]``
+        or (``heads_first``) ``[b, h, t, d]``.
         """
         lora = getattr(self, f"{target}_lora", None) if self.has_lora else None
         if lora is None:
             return y
         delta = lora(x, training=training)
         if y.shape.rank == 4:
-            (delta,) = self._split_heads(delta, 1)
+            (delta,) = self._split_heads(delta, 1, heads_first=heads_first)
         return y + delta
 
     def _kernel_slices(self):
@@ -247,11 +307,17 @@ class MultiHeadAttention(keras.layers.Layer):
             merged[kernel.name] = value
         return merged
 
-    def _split_heads(self, x, parts):
-        """``[b, t, parts*h*d]`` -> ``parts`` tensors of ``[b, t, h, d]``."""
+    def _split_heads(self, x, parts, heads_first=False):
+        """``[b, t, parts*h*d]`` -> ``parts`` tensors of ``[b, t, h, d]`` (``heads_first``: ``[b, h, t, d]``).
+
+        Heads-first takes one transpose for all parts, where the matmuls of the
+        attention want them.
+        """
         shape = tf.shape(x)
         x = tf.reshape(x, [shape[0], shape[1], parts, self.num_heads, self.head_dim])
-        return tf.unstack(x, num=parts, axis=2)
+        if not heads_first:
+            return tf.unstack(x, num=parts, axis=2)
+        return tf.unstack(tf.transpose(x, [2, 0, 3, 1, 4]), num=parts, axis=0)
 
     def compute_kv(self, context, training=None):
         """Keys and values of a cross-attention context, stacked as a cache ``[b, 2, k, h, d]``."""
@@ -284,13 +350,15 @@ class MultiHeadAttention(keras.layers.Layer):
                 k, v = tf.unstack(self.compute_kv(context, training=training), num=2, axis=1)
             (q,) = self._split_heads(_project(query, self.query_kernel, self.query_bias), 1)
             q = self._plus_lora("query", query, q, training)
+            q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
         else:
             if context is not None:
                 raise ValueError("`context` is only for cross_attention=True layers")
-            q, k, v = self._split_heads(_project(query, self.qkv_kernel, self.qkv_bias), 3)
+            qkv = _project(query, self.qkv_kernel, self.qkv_bias)
+            heads_first = cache is None
             q, k, v = (
-                self._plus_lora(target, query, y, training)
-                for target, y in zip(("query", "key", "value"), (q, k, v))
+                self._plus_lora(target, query, y, training, heads_first)
+                for target, y in zip(("query", "key", "value"), self._split_heads(qkv, 3, heads_first))
             )
             if cache is not None:
                 cache = tf.cast(cache, self.compute_dtype)
@@ -299,28 +367,28 @@ class MultiHeadAttention(keras.layers.Layer):
                     new_cache = tf.concat([cache, kv], axis=2)
                 else:
                     new_cache = update_cache(cache, kv, cache_index)
-                k, v = new_cache[:, 0], new_cache[:, 1]
+                q, k, v = _heads_first(q), _heads_first(new_cache[:, 0]), _heads_first(new_cache[:, 1])
 
-        q_len, k_len = tf.shape(q)[1], tf.shape(k)[1]
-        causal = None
-        if use_causal_mask:
-            offset = cache_index if (cache is not None and cache_index is not None) else None
-            causal = causal_mask(q_len, k_len, query_offset=offset)
-        mask = combine_masks(attention_mask, causal)
-
+        # q, k, v: [batch, heads, length, head_dim]
         q = q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k)
-        scores = tf.cast(scores, tf.float32)
-        if attention_bias is not None:
-            scores = scores + tf.cast(attention_bias, tf.float32)
-        if mask is not None:
-            scores = tf.where(mask, scores, tf.constant(_MASK_VALUE, tf.float32))
-        probs = tf.nn.softmax(scores, axis=-1)
-        dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
-        context_out = tf.einsum("bhqk,bkhd->bqhd", dropped, v)
+        if self.attention_type != "full" and cache is None:
+            context_out = self._local_attention(
+                q, k, v, attention_mask, attention_bias, use_causal_mask, return_attention_scores, training
+            )
+            probs = None
+        else:
+            mask = self._mask(q, k, attention_mask, use_causal_mask, cache, cache_index)
+            scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32)
+            if attention_bias is not None:
+                scores = scores + tf.cast(attention_bias, tf.float32)
+            if mask is not None:
+                scores = tf.where(mask, scores, tf.constant(_MASK_VALUE, tf.float32))
+            probs = tf.nn.softmax(scores, axis=-1)
+            dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
+            context_out = tf.matmul(dropped, v)
         shape = tf.shape(context_out)
         context_out = tf.reshape(
-            context_out, [shape[0], shape[1], self.num_heads * self.head_dim]
+            _heads_first(context_out), [shape[0], shape[2], self.num_heads * self.head_dim]
         )
         output = _project(context_out, self.output_kernel, self.output_bias)
         output = self._plus_lora("output", context_out, output, training)
@@ -331,6 +399,42 @@ class MultiHeadAttention(keras.layers.Layer):
         if new_cache is not None:
             results.append(new_cache)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _mask(self, q, k, attention_mask, use_causal_mask, cache, cache_index):
+        """The boolean mask of full attention (padding, causal and, with a cache, the local band)."""
+        q_len, k_len = tf.shape(q)[2], tf.shape(k)[2]
+        offset = cache_index if (cache is not None and cache_index is not None) else None
+        causal = causal_mask(q_len, k_len, query_offset=offset) if use_causal_mask else None
+        if self.attention_type != "full":  # decoding with a cache: the band as a dense mask
+            if offset is None:
+                offset = k_len - q_len
+            band = local_attention_mask(q_len, k_len, self.attention_window, self.global_tokens, offset)
+            causal = band if causal is None else causal & band
+        return combine_masks(attention_mask, causal)
+
+    def _local_attention(self, q, k, v, attention_mask, attention_bias, causal, return_scores, training):
+        """Sliding-window / global+local self-attention ``[b, h, n, d]`` of scaled ``q`` (no cache)."""
+        where = f"MultiHeadAttention {self.name!r} (attention_type={self.attention_type!r})"
+        if attention_bias is not None:
+            raise ValueError(f"{where}: attention_bias needs attention_type='full' (a bias is [n, n])")
+        if return_scores:
+            raise ValueError(f"{where}: return_attention_scores needs attention_type='full'")
+        key_mask = None
+        if attention_mask is not None:
+            attention_mask = tf.convert_to_tensor(attention_mask)
+            if attention_mask.shape.rank != 2:
+                raise ValueError(
+                    f"{where}: attention_mask must be a [batch, length] padding mask, got shape "
+                    f"{attention_mask.shape}; give the pattern through attention_type instead"
+                )
+            key_mask = expand_attention_mask(attention_mask)[:, 0, 0]
+
+        def dropout(probs):
+            return self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
+
+        return local_attention(
+            q, k, v, self.attention_window, key_mask, self.global_tokens, causal=causal, dropout=dropout
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -348,6 +452,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 "lora_alpha": self.lora_alpha,
                 "lora_dropout": self.lora_dropout,
                 "lora_targets": list(self.lora_targets),
+                "attention_type": self.attention_type,
+                "attention_window": self.attention_window,
+                "global_tokens": self.global_tokens,
             }
         )
         return config

@@ -9,6 +9,45 @@ from kerasllm.layers._utils import build_sublayer
 POSITION_TYPES = ("learned", "sinusoidal", "none")
 
 
+def gather_dense_grad(table, ids):
+    """``tf.gather(table, ids)`` whose gradient for ``table`` is a dense tensor, not ``IndexedSlices``.
+
+    A gather's gradient is normally ``IndexedSlices`` (one row per looked-up id).
+    When the same table also gets a dense gradient (a tied LM head, ``hidden @
+    table^T``), TensorFlow aggregates the two by turning the dense one into
+    ``IndexedSlices`` of every row and concatenating, so the optimizer then
+    scatters ``vocab + batch * length`` rows into its slots on every step. Here
+    the rows are summed into a dense ``[vocab, width]`` gradient at once
+    (``unsorted_segment_sum``), which adds to the head's gradient as one tensor.
+
+    Args:
+        table: ``[vocab, width]`` tensor (read the variable with ``tf.convert_to_tensor``).
+        ids: integer ids of any shape.
+
+    Returns:
+        ``[*ids.shape, width]``, the same values as ``tf.gather(table, ids)``.
+
+    Example:
+
+    >>> table = tf.Variable(tf.ones([5, 2]))
+    >>> with tf.GradientTape() as tape:
+    ...     rows = gather_dense_grad(tf.convert_to_tensor(table), tf.constant([[1, 1, 3]]))
+    >>> tape.gradient(rows, table).numpy()[:, 0].tolist()
+    [0.0, 2.0, 0.0, 1.0, 0.0]
+    """
+
+    @tf.custom_gradient
+    def gather(table):
+        def grad(upstream):
+            width = tf.shape(upstream)[-1]
+            rows = tf.reshape(upstream, [-1, width])
+            return tf.math.unsorted_segment_sum(rows, tf.reshape(ids, [-1]), tf.shape(table)[0])
+
+        return tf.gather(table, ids), grad
+
+    return gather(table)
+
+
 def sinusoidal_positions(positions, dim, dtype=tf.float32):
     """Vaswani et al. encodings ``[..., dim]``: ``sin(p / 10000^(2i/dim))`` half, then the cos half."""
     half = dim // 2
@@ -88,6 +127,7 @@ class TransformerEmbedding(keras.layers.Layer):
         self.dropout = float(dropout)
         self.initializer_range = initializer_range
         self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._dense_token_gradient = False  # opt-in: see gather_dense_grad
 
     def build(self, input_shape):
         def init():
@@ -142,7 +182,10 @@ class TransformerEmbedding(keras.layers.Layer):
                 f"sequence length {seq_len} exceeds max_position={self.max_position} of "
                 f"layer {self.name!r}; truncate or split the input (e.g. --max-length)"
             )
-        x = tf.gather(self.token_embeddings, ids)
+        if self._dense_token_gradient:
+            x = gather_dense_grad(tf.convert_to_tensor(self.token_embeddings), ids)
+        else:
+            x = tf.gather(self.token_embeddings, ids)
         if self.position_embedding != "none":
             if position_ids is None:
                 position_ids = tf.range(tf.shape(ids)[1])[None, :]

@@ -4,7 +4,7 @@ import tf_keras as keras
 from kerasllm.layers._utils import build_sublayer
 
 from kerasllm.layers.adapter import Adapter
-from kerasllm.layers.attention import MultiHeadAttention
+from kerasllm.layers.attention import MultiHeadAttention, check_attention_type
 from kerasllm.layers.feedforward import FeedForward
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
 
@@ -79,6 +79,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         lora_targets: from ``"query"``, ``"key"``, ``"value"``, ``"output"``
             (attention) and ``"ffn"`` (both feed-forward layers).
         adapter_size: bottleneck width of the adapters (0 = no adapters).
+        attention_type, attention_window, global_tokens: the self-attention
+            pattern (``"full"``, ``"sliding_window"``, ``"global_local"``), see
+            :class:`MultiHeadAttention`.
 
     Call arguments:
         x: ``[batch, seq, hidden]``.
@@ -115,6 +118,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         lora_dropout=0.0,
         lora_targets=("query", "value"),
         adapter_size=0,
+        attention_type="full",
+        attention_window=256,
+        global_tokens=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -122,6 +128,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         check_lora_args(lora_rank, lora_alpha, lora_dropout, where=where)
         if not isinstance(adapter_size, int) or isinstance(adapter_size, bool) or adapter_size < 0:
             raise ValueError(f"{where}: adapter_size must be an integer >= 0 (0 = no adapters), got {adapter_size!r}")
+        check_attention_type(attention_type, attention_window, global_tokens, where=where)
         for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -138,6 +145,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.lora_dropout = float(lora_dropout)
         self.lora_targets = normalize_lora_targets(lora_targets, where=where)
         self.adapter_size = adapter_size
+        self.attention_type = attention_type
+        self.attention_window = attention_window
+        self.global_tokens = global_tokens
 
     def _lora_args(self, ffn=False):
         """LoRA arguments of the attention sublayers, or (``ffn=True``) of the feed-forward network."""
@@ -175,6 +185,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
             kernel_initializer=self.kernel_initializer,
             name="attention",
             dtype=self.dtype_policy,
+            attention_type=self.attention_type,
+            attention_window=self.attention_window,
+            global_tokens=self.global_tokens,
             **self._lora_args(),
         )
         build_sublayer(self.attention, shape)
@@ -277,6 +290,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 "lora_dropout": self.lora_dropout,
                 "lora_targets": list(self.lora_targets),
                 "adapter_size": self.adapter_size,
+                "attention_type": self.attention_type,
+                "attention_window": self.attention_window,
+                "global_tokens": self.global_tokens,
             }
         )
         return config

@@ -6,6 +6,10 @@ Convention everywhere in kerasllm: a mask value of 1 / True means "may attend",
 """
 import tensorflow as tf
 
+# Added to masked scores before the softmax. exp(-1e9 - max) underflows to exactly
+# 0.0 in float32, so masked keys get exactly zero probability.
+MASK_VALUE = -1e9
+
 
 def causal_mask(query_length, key_length, query_offset=None):
     """Boolean ``[query_length, key_length]`` mask: query ``i`` sees keys ``<= offset + i``.
@@ -58,3 +62,47 @@ def combine_masks(attention_mask=None, causal=None):
         causal = causal[None, None, :, :]
         combined = causal if combined is None else tf.logical_and(combined, causal)
     return combined
+
+
+def local_attention_mask(query_length, key_length, window, global_tokens=0, query_offset=0):
+    """Boolean ``[query_length, key_length]`` mask of sliding-window (and global+local) attention.
+
+    Query ``i`` (absolute position ``query_offset + i``) may attend key ``j`` when
+    ``|i - j| <= window``, or when either position is one of the first
+    ``global_tokens`` (Longformer-style global tokens). This dense mask is what
+    :func:`kerasllm.layers.local_attention.local_attention` computes without
+    materialising it; it serves decoding with a cache and as the reference.
+
+    Args:
+        query_length: number of query positions (int or scalar tensor).
+        key_length: number of key positions (int or scalar tensor).
+        window: keys seen on each side of a query.
+        global_tokens: number of leading global positions (0 = none).
+        query_offset: absolute position of the first query (cache index).
+
+    Example:
+
+    >>> local_attention_mask(4, 4, window=1).numpy().astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 1, 0],
+           [0, 1, 1, 1],
+           [0, 0, 1, 1]])
+    """
+    q_pos = tf.range(query_length)[:, None] + tf.cast(query_offset, tf.int32)
+    k_pos = tf.range(key_length)[None, :]
+    allowed = tf.abs(q_pos - k_pos) <= window
+    if global_tokens:
+        allowed = allowed | (k_pos < global_tokens) | (q_pos < global_tokens)
+    return allowed
+
+
+def local_band(window, causal=False):
+    """The static ``[window, 3 * window]`` band of one block of queries against its 3 neighbouring blocks.
+
+    Row ``r`` is the query at offset ``r`` of its block; column ``s`` the key at offset
+    ``s - window`` from the block's start. ``True`` where ``|key - query| <= window``
+    (and ``key <= query`` with ``causal``).
+    """
+    relative = tf.range(3 * window)[None, :] - window - tf.range(window)[:, None]  # key - query
+    band = tf.abs(relative) <= window
+    return band & (relative <= 0) if causal else band

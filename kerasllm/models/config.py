@@ -4,6 +4,7 @@ import json
 
 from kerasllm._io import atomic_write_json
 from kerasllm.layers.activations import ACTIVATION_ALIASES, ACTIVATIONS
+from kerasllm.layers.attention import attention_type_problem
 from kerasllm.layers.embeddings import POSITION_TYPES
 from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.layers.lora import LORA_TARGETS, lora_arg_problem, normalize_lora_targets
@@ -47,6 +48,15 @@ class TransformerConfig:
         freeze_embeddings: freeze the embedding layer.
         freeze_layers: freeze the lowest this many blocks (encoder blocks; decoder
             blocks for ``gpt``).
+        attention_type: self-attention pattern of every block: ``"full"``,
+            ``"sliding_window"`` (query ``i`` sees keys ``j`` with
+            ``|i - j| <= attention_window``, memory ``O(n * attention_window)``) or
+            ``"global_local"`` (that window plus ``global_tokens`` leading positions
+            that see and are seen by every position, as in Longformer). The weights
+            are the same for every type.
+        attention_window: keys seen on each side of a query by the local types.
+        global_tokens: leading global positions (``"global_local"`` only; e.g. 1
+            for ``[CLS]``).
     """
 
     model_type: str = "bert"
@@ -74,6 +84,9 @@ class TransformerConfig:
     adapter_size: int = 0
     freeze_embeddings: bool = False
     freeze_layers: int = 0
+    attention_type: str = "full"
+    attention_window: int = 256
+    global_tokens: int = 0
 
     def __post_init__(self):
         if isinstance(self.lora_targets, str):
@@ -124,6 +137,9 @@ class TransformerConfig:
         if self.pad_token_id >= self.vocab_size:
             fail("pad_token_id", self.pad_token_id, f"must be < vocab_size={self.vocab_size}")
         self._validate_peft(fail)
+        problem = attention_type_problem(self.attention_type, self.attention_window, self.global_tokens)
+        if problem:
+            fail(problem[0], getattr(self, problem[0]), problem[1])
 
     def _validate_peft(self, fail):
         problem = lora_arg_problem(self.lora_rank, self.lora_alpha, self.lora_dropout)
@@ -163,6 +179,7 @@ class TransformerConfig:
         shared = (
             "num_heads", "intermediate_size", "activation", "dropout", "attention_dropout", "layer_norm_epsilon",
             "normalize_first", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size",
+            "attention_type", "attention_window", "global_tokens",
         )
         args = {name: getattr(self, name) for name in shared}
         args["kernel_initializer"] = default_initializer(self.initializer_range)

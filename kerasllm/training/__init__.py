@@ -36,6 +36,11 @@ _WHERE = {
     "ThroughputProgress": "callbacks",
     "standard_callbacks": "callbacks",
     "strategy": "distribution",
+    "accelerator_settings": "distribution",
+    "cluster_config": "distribution",
+    "configure_cluster": "distribution",
+    "local_worker_hosts": "distribution",
+    "static_batches": "static_shapes",
     "MaskedAccuracy": "losses",
     "MaskedSparseCategoricalCrossentropy": "losses",
     "masked_accuracy": "losses",
@@ -53,6 +58,11 @@ _WHERE = {
     "run_finetune": "finetune",
     "run_ner_finetune": "ner_finetune",
     "run_classify_finetune": "classify_finetune",
+    "PretrainConfig": "pretrain_config",
+    "MlmPretrainConfig": "pretrain_config",
+    "ClmPretrainConfig": "pretrain_config",
+    "Perplexity": "pretrain",
+    "run_pretrain": "pretrain",
 }
 
 __all__ = sorted(_WHERE)

@@ -22,6 +22,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 import uuid
 
@@ -49,6 +51,13 @@ def resolve_mode(monitor, mode):
 def _is_chief(model):
     strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
     return bool(strategy.extended.should_checkpoint)
+
+
+def _wait_for_all_workers(model):
+    """Return once every worker of a ``MultiWorkerMirroredStrategy`` has called this (an all-reduce)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.ones([])), axis=None)
 
 
 def _to_float(value):
@@ -208,7 +217,9 @@ class BestCheckpoint(_EpochState, keras.callbacks.Callback):
     save stops training with a ``RuntimeError`` naming the folder; with an
     atomic ``save_fn`` (``kerasllm.models.save_pretrained`` writes next to the
     folder and renames) the previous best folder stays intact. Under
-    multi-worker training only the chief writes.
+    multi-worker training only the chief writes to ``directory``; the other
+    workers save to a temporary folder they remove (saving can run collective
+    operations every worker must take part in).
 
     Args:
         monitor: a key of the epoch logs, e.g. ``"val_loss"`` or ``"val_f1"``.
@@ -285,15 +296,21 @@ class BestCheckpoint(_EpochState, keras.callbacks.Callback):
             return
         value = _to_float(value)
         if not math.isnan(value) and self.improved(value):
-            if _is_chief(self.model):
-                try:
-                    self.save_fn(self.model, self.directory)
-                except Exception as err:
-                    raise RuntimeError(
-                        f"BestCheckpoint: saving the model to {self.directory} failed at epoch {epoch + 1} "
-                        f"({type(err).__name__}: {err}); the previous best model there is unchanged"
-                    ) from err
-            if self.verbose:
+            # Every worker saves, since saving may run collective ops all workers must join;
+            # under multi-worker training the others write to a temporary folder, then remove it.
+            chief = _is_chief(self.model)
+            directory = self.directory if chief else tempfile.mkdtemp(prefix="kerasllm-worker-save-")
+            try:
+                self.save_fn(self.model, directory)
+            except Exception as err:
+                raise RuntimeError(
+                    f"BestCheckpoint: saving the model to {directory} failed at epoch {epoch + 1} "
+                    f"({type(err).__name__}: {err}); the previous best model there is unchanged"
+                ) from err
+            finally:
+                if not chief:
+                    shutil.rmtree(directory, ignore_errors=True)
+            if self.verbose and chief:
                 print(
                     f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5g} to {value:.5g}; "
                     f"saved to {self.directory}",
@@ -423,6 +440,8 @@ class ResumableTraining(keras.callbacks.BackupAndRestore):
         self._position.assign([epoch + 1, 0])
 
     def on_train_end(self, logs=None):
+        # Every worker has written (and cleared) its last backup copy before the chief removes the folder.
+        _wait_for_all_workers(self.model)
         delete = self.delete_checkpoint and _is_chief(self.model)
         super().on_train_end(logs)
         if delete and tf.io.gfile.exists(self.backup_dir):

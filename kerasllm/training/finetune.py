@@ -2,10 +2,14 @@
 
 :func:`run_finetune` runs one fine-tune end to end:
 
-1. check the settings, write them to ``OUT/finetune_config.json``, and handle
-   ``OUT/backup`` (continue it with ``resume``, else remove it);
-2. create the ``tf.distribute`` strategy (printing the choice and the replica
-   count) and build everything that holds variables inside its scope;
+1. check the settings, create the ``tf.distribute`` strategy (printing the
+   choice and the replica count; everything that holds variables is built
+   inside its scope) and resolve the TPU defaults (bfloat16, steps per
+   execution, static shapes);
+2. write the settings to ``OUT/finetune_config.json`` and handle ``OUT/backup``
+   (continue it with ``resume``, else remove it). In a multi-worker cluster
+   only the chief writes to ``OUT`` (settings, model, TensorBoard logs,
+   metrics, export); the other workers train and read the chief's backup;
 3. read the data (or write the task's embedded corpus to ``OUT/data``);
 4. build the model and its tokenizer: from a preset with a WordPiece vocabulary
    trained on the training texts, or from a model folder (kerasllm, Hugging Face
@@ -32,11 +36,13 @@ checkpoint written to ``model/`` is first passed through
 model is a plain model of the task that loads with
 :func:`kerasllm.models.load_pretrained`.
 """
+import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,7 +53,7 @@ from kerasllm.training.finetune_config import split_list
 
 CONFIG_FILENAME = "finetune_config.json"
 # Settings that may change when a run is resumed; any other difference is refused.
-_RESUMABLE_CHANGES = ("resume", "export", "quantize")
+_RESUMABLE_CHANGES = ("resume", "export", "quantize", "worker_hosts", "task_index")
 
 
 def _log(message):
@@ -179,17 +185,20 @@ class DevScoreCallback(keras.callbacks.Callback):
 # ----------------------------------------------------------------------------- pieces
 
 
-def prepare_output(cfg, task_name, log=_log):
-    """Create ``cfg.out``, check or clear ``OUT/backup``, write ``OUT/finetune_config.json``.
+def prepare_output(cfg, task_name, log=_log, chief=True, filename=CONFIG_FILENAME):
+    """Create ``cfg.out``, check or clear ``OUT/backup``, write ``OUT/finetune_config.json`` (or ``filename``).
 
     With ``cfg.resume`` the backup must exist and the settings must equal those
-    of the interrupted run (apart from ``resume``, ``export`` and ``quantize``).
-    Without it, a backup left by an unfinished run is removed. Returns the
-    backup folder.
+    of the interrupted run (apart from ``resume``, ``export``, ``quantize`` and
+    the cluster addresses). Without it, a backup left by an unfinished run is
+    removed. Returns the backup folder. A worker that is not the chief
+    (``chief=False``) touches nothing: it only reads the chief's backup.
     """
-    os.makedirs(cfg.out, exist_ok=True)
     backup_dir = os.path.join(cfg.out, "backup")
-    config_path = os.path.join(cfg.out, CONFIG_FILENAME)
+    if not chief:
+        return backup_dir
+    os.makedirs(cfg.out, exist_ok=True)
+    config_path = os.path.join(cfg.out, filename)
     settings = {"task": task_name, **cfg.to_dict()}
     if cfg.resume:
         if not os.path.isdir(backup_dir):
@@ -219,7 +228,13 @@ def make_strategy(cfg, log=_log):
     from kerasllm.training.distribution import strategy
 
     try:
-        dist = strategy(cfg.strategy, devices=split_list(cfg.devices), tpu=cfg.tpu)
+        dist = strategy(
+            cfg.strategy,
+            devices=split_list(cfg.devices),
+            tpu=cfg.tpu,
+            worker_hosts=cfg.worker_hosts,
+            task_index=cfg.task_index,
+        )
     except RuntimeError as err:
         raise ValueError(f"--strategy {cfg.strategy}: {err}") from None
     replicas = dist.num_replicas_in_sync
@@ -371,8 +386,12 @@ def plain_model(model, cfg):
     return merged
 
 
-def compile_model(model, cfg, steps_per_epoch, loss, metrics):
-    """Compile ``model`` with AdamW on a linear warm-up/decay schedule over the whole run."""
+def compile_model(model, cfg, steps_per_epoch, loss, metrics, steps_per_execution=1, static_shapes=False):
+    """Compile ``model`` with AdamW on a linear warm-up/decay schedule over the whole run.
+
+    With ``static_shapes`` the metrics are weighted (padding rows of the last
+    batch carry weight 0, see :mod:`kerasllm.training.static_shapes`).
+    """
     from kerasllm import training
 
     total_steps = steps_per_epoch * cfg.epochs
@@ -382,7 +401,10 @@ def compile_model(model, cfg, steps_per_epoch, loss, metrics):
         warmup_steps=int(cfg.warmup_ratio * total_steps),
         weight_decay=cfg.weight_decay,
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=cfg.xla)
+    metrics = {"weighted_metrics": metrics} if static_shapes else {"metrics": metrics}
+    model.compile(
+        optimizer=optimizer, loss=loss, jit_compile=cfg.xla, steps_per_execution=steps_per_execution, **metrics
+    )
 
 
 # ----------------------------------------------------------------------------- export
@@ -504,14 +526,28 @@ def run_finetune(cfg, task, log=_log):
     from kerasllm.models import load_pretrained, save_pretrained
     from kerasllm.models.peft import parameter_counts
 
+    from kerasllm.training.distribution import accelerator_settings
+
     cfg.validate()
     started = time.time()
     training.set_seed(cfg.seed)
-    training.set_mixed_precision(cfg.mixed_precision)
+    scratch = None
     try:
-        backup_dir = prepare_output(cfg, task.name, log)
+        # The strategy first: only the chief (worker 0 of a cluster) writes to cfg.out.
         dist = make_strategy(cfg, log)
-        train, dev, test, source = prepare_data(cfg, task, log)
+        chief = dist.extended.should_checkpoint
+        backup_dir = prepare_output(cfg, task.name, log, chief=chief)
+        speed = accelerator_settings(dist, cfg.mixed_precision, cfg.steps_per_execution, cfg.static_shapes)
+        training.set_mixed_precision(speed.mixed_precision)
+        data_cfg = cfg
+        if not chief:
+            scratch = tempfile.mkdtemp(prefix="kerasllm-worker-")
+            data_cfg = dataclasses.replace(cfg, out=scratch)
+            log(
+                f"not the chief: this worker writes nothing to {cfg.out} but TensorFlow's temporary backup copies "
+                f"(removed after each save); its data go to {scratch}"
+            )
+        train, dev, test, source = prepare_data(data_cfg, task, log)
         label_map = task.label_map(train)
         train = task.augment(train, cfg, log)
         log(f"labels ({label_map.num_labels}): {', '.join(label_map.labels)}")
@@ -525,9 +561,20 @@ def run_finetune(cfg, task, log=_log):
         dev_features = task.encode(dev, tokenizer, label_map, cfg) if dev else None
         task.describe_training_data(train, train_features, cfg, log)
         steps_per_epoch = math.ceil(len(train_features) / cfg.batch_size)
+        speed = accelerator_settings(
+            dist, speed.mixed_precision, cfg.steps_per_execution, cfg.static_shapes, steps_per_epoch
+        )
+        if speed != ("none", 1, False):
+            log(
+                f"speed: mixed precision {speed.mixed_precision}, {speed.steps_per_execution} step(s) per execution, "
+                f"static shapes {'on' if speed.static_shapes else 'off'}"
+            )
         with dist.scope():
             loss, metrics = task.loss_and_metrics()
-            compile_model(model, cfg, steps_per_epoch, loss, metrics)
+            compile_model(model, cfg, steps_per_epoch, loss, metrics, speed.steps_per_execution, speed.static_shapes)
+        # kerasllm's step: a loss log that does not depend on the replica split or the
+        # number of workers, and the token counts behind train_tokens_per_sec.
+        training.install_train_step(model)
         counts = parameter_counts(model)
         log(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,} ({100 * counts['fraction']:.1f}%)")
 
@@ -542,11 +589,26 @@ def run_finetune(cfg, task, log=_log):
             save_fn=lambda m, d: save_pretrained(plain_model(m, cfg), d, **info),
             best_dir=best_dir,
             resumable=resume,
+            tensorboard=chief,
         )
         if dev:
             callbacks.insert(0, task.dev_callback(dev, dev_features, label_map, cfg, log))
-        dataset = resume.shuffled_epochs(task.dataset(train_features, cfg), seed=cfg.seed, batch_fn=lambda d: d)
+        batches = task.dataset(train_features, cfg)
+        if speed.static_shapes:
+            from kerasllm.training.static_shapes import static_batches
+
+            batches = static_batches(batches, cfg.batch_size, cfg.max_length)
+        dataset = resume.shuffled_epochs(batches, seed=cfg.seed, batch_fn=lambda d: d)
         history = model.fit(dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        if not chief:
+            log("training done; the chief scores, saves and exports the model")
+            return {
+                "task": task.name,
+                "chief": False,
+                "epochs_run": len(history.history.get("loss", [])),
+                "replicas": dist.num_replicas_in_sync,
+                "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+            }
         tokenizer.save(best_dir)
         label_map.to_json(os.path.join(best_dir, "labels.json"))
 
@@ -587,3 +649,5 @@ def run_finetune(cfg, task, log=_log):
         return metrics
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -12,7 +12,7 @@ import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
-MIXED_PRECISION = ("none", "float16", "bfloat16")
+MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 CLASSIFY_SELECT = ("accuracy", "macro_f1")
 
 
@@ -52,10 +52,20 @@ class FinetuneConfig:
         patience: early stopping on the dev metric.
         vocab_size, lowercase: the WordPiece vocabulary trained for a preset.
         export, quantize: export the best model to TFLite and verify it.
-        mixed_precision, xla: speed options.
+        mixed_precision, xla: speed options; ``mixed_precision="auto"`` is
+            bfloat16 on a TPU and none elsewhere.
+        static_shapes: pad every batch to ``[batch_size, max_length]`` (the
+            partial batch with rows that do not count), as TPUs and XLA want
+            (:func:`kerasllm.training.static_shapes.static_batches`); always on
+            on a TPU.
+        steps_per_execution: training steps per ``tf.function`` call; 0 means
+            32 on a TPU (at most one epoch) and 1 elsewhere.
         resume: continue an interrupted run from ``OUT/backup``.
         strategy, devices, tpu: the ``tf.distribute`` strategy
             (:func:`kerasllm.training.strategy`); ``devices`` is a comma list.
+        worker_hosts, task_index: the multi-worker cluster (every worker's
+            ``host:port``, comma-separated, and this worker's index; worker 0
+            is the chief), written to ``TF_CONFIG`` when it is not set.
         lora_rank, lora_alpha, lora_targets, adapter_size, freeze_embeddings,
             freeze_layers: parameter-efficient fine-tuning
             (:func:`kerasllm.models.peft.with_peft`); ``lora_targets`` is a comma list.
@@ -81,12 +91,16 @@ class FinetuneConfig:
     lowercase: bool = False
     export: bool = True
     quantize: str = "dynamic"
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"
     xla: bool = False
+    static_shapes: bool = False
+    steps_per_execution: int = 0
     resume: bool = False
     strategy: str = "default"
     devices: str = None
     tpu: str = None
+    worker_hosts: str = None
+    task_index: int = None
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: str = "query,value"
@@ -105,7 +119,7 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "max_length", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_option(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "lora_rank", "adapter_size", "freeze_layers", "weight_decay"):
+        for name in ("patience", "lora_rank", "adapter_size", "freeze_layers", "weight_decay", "steps_per_execution"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{_option(name)} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -129,6 +143,11 @@ class FinetuneConfig:
             raise ValueError(f"--devices applies to --strategy mirrored only, not {self.strategy!r}")
         if self.tpu is not None and self.strategy not in ("tpu", "auto"):
             raise ValueError(f"--tpu applies to --strategy tpu (or auto) only, not {self.strategy!r}")
+        cluster = self.worker_hosts is not None or self.task_index is not None
+        if cluster and self.strategy not in ("multiworker", "auto"):
+            raise ValueError(
+                f"--worker-hosts/--task-index apply to --strategy multiworker (or auto), not {self.strategy!r}"
+            )
         if self.train is None and (self.dev or self.test):
             raise ValueError("--dev/--test need --train (without --train the embedded corpus is used)")
         for name in ("train", "dev", "test"):

@@ -27,6 +27,17 @@ def _labels_like_logits(y_true, y_pred):
     return y_true
 
 
+def _token_weights(mask, sample_weight, dtype):
+    """``mask`` as ``dtype``, times ``sample_weight`` (per sequence or per token) when given."""
+    kept = tf.cast(mask, dtype)
+    if sample_weight is not None:
+        sample_weight = tf.cast(sample_weight, dtype)
+        while sample_weight.shape.rank is not None and sample_weight.shape.rank < kept.shape.rank:
+            sample_weight = sample_weight[..., None]
+        kept = kept * sample_weight
+    return kept
+
+
 def _cross_replica_sum(value):
     """Sum ``value`` over the replicas of the current step (itself outside a replicated step)."""
     ctx = tf.distribute.get_replica_context()
@@ -146,12 +157,7 @@ class MaskedAccuracy(keras.metrics.Metric):
         y_true = _labels_like_logits(tf.convert_to_tensor(y_true), y_pred)
         labels, mask = _kept(y_true, self.ignore_index)
         predicted = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-        kept = tf.cast(mask, self.dtype)
-        if sample_weight is not None:
-            sample_weight = tf.cast(sample_weight, self.dtype)
-            while sample_weight.shape.rank is not None and sample_weight.shape.rank < kept.shape.rank:
-                sample_weight = sample_weight[..., None]
-            kept = kept * sample_weight
+        kept = _token_weights(mask, sample_weight, self.dtype)
         hits = tf.cast(tf.equal(predicted, labels), self.dtype) * kept
         return tf.group(self.correct.assign_add(tf.reduce_sum(hits)), self.count.assign_add(tf.reduce_sum(kept)))
 
