@@ -39,6 +39,7 @@ def _run(args, log_path):
         )
         for line in process.stdout:
             log.write(line)
+            log.flush()
             if not line.startswith(("WARNING", "I0000", "E0000", "W0000")):
                 sys.stdout.write(line)
                 sys.stdout.flush()

@@ -100,6 +100,20 @@ def test_vocab_wordpiece_pretrain_mlm_then_finetune_ner(corpus, tmp_path):
     assert tuned.kerasllm_task["task"] == "token_classification"
 
 
+@pytest.mark.slow
+def test_pretrain_mlm_without_next_sentence_packs_full_sequences(corpus, tmp_path):
+    from kerasllm.models import load_pretrained
+
+    vocab = _hand_vocab(tmp_path / "wordpiece")
+    out = tmp_path / "mlm"
+    output = _ok(runner.invoke(app, ["pretrain", "mlm", "--corpus", corpus, "--vocab", str(vocab), "--no-nsp",
+                                     "--seq-length", "32", "--out", str(out), *TINY]))
+    assert "held-out masked-token accuracy" in output and "next-sentence" not in output
+    scores = json.loads((out / "metrics.json").read_text())["validation"]
+    assert scores["masked_tokens"] > 0 and "next_sentence_accuracy" not in scores
+    assert load_pretrained(str(out / "model")).kerasllm_task == {"task": "pretraining", "next_sentence": False}
+
+
 def _error_line(result):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

@@ -1,9 +1,10 @@
 """``--static-shapes``: one fixed batch shape (TPU/XLA), no example lost, the same training.
 
-The reference is the length-bucketed pipeline itself: the same batches, each padded only to its
-own longest window and the last one partial. Padding every batch to ``[batch_size, max_length]``
-with rows that do not count must leave the gradients, hence the trained weights, unchanged; the
-padded run is compiled with ``jit_compile=True`` on the CPU as a stand-in for a TPU.
+The reference is the unpadded pipeline itself: the same batches, each padded only to its own
+longest example (NER: length-bucketed windows) and the last one partial. Padding every batch to
+``[batch_size, max_length]`` with rows that do not count must leave the gradients, hence the
+trained weights, unchanged; the padded runs are compiled with ``jit_compile=True`` on the CPU as
+a stand-in for a TPU (token labels in a slow test, one label per example in the default suite).
 """
 import time
 
@@ -86,6 +87,7 @@ def _fit(model_fn, initial, data, loss, metric, epochs=2, static=False, xla=Fals
     return model.get_weights(), history, batches.logs
 
 
+@pytest.mark.slow  # ~25 s of CPU: the bucketed run traces several shapes, XLA compiles a step
 def test_static_xla_training_equals_bucketed_training(ner_windows):
     windows, labels, vocab_size = ner_windows
     config = tiny_config(vocab_size=vocab_size, max_position=LENGTH)
@@ -107,7 +109,7 @@ def test_static_xla_training_equals_bucketed_training(ner_windows):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
-def test_per_example_labels_get_weights_that_keep_the_mean():
+def test_per_example_labels_get_weights_that_keep_the_mean_under_xla():
     features, _ = token_batch(n=13, seq=6, seed=4)
     y = np.random.default_rng(4).integers(0, 3, 13).astype(np.int32)
     dynamic = tf.data.Dataset.from_tensor_slices((features, y)).batch(5)  # 5, 5, 3
@@ -128,7 +130,7 @@ def test_per_example_labels_get_weights_that_keep_the_mean():
         return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
     want, _, want_batches = _fit(model_fn, initial, dynamic, loss, accuracy)
-    got, got_history, _ = _fit(model_fn, initial, fixed, loss, accuracy, static=True)
+    got, got_history, _ = _fit(model_fn, initial, fixed, loss, accuracy, static=True, xla=True)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, atol=2e-5)  # every step's loss and gradient were unchanged
     # The padded epoch weighs each batch alike (B/n per real row): its accuracy is the mean of
@@ -184,3 +186,13 @@ def test_static_shapes_docstring_examples():
 
     result = doctest.testmod(module, extraglobs=vars(module).copy(), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_accelerator_settings_off_a_tpu_keep_explicit_values():
+    from kerasllm.training import accelerator_settings, strategy
+
+    dist = strategy("default", verbose=False)
+    assert accelerator_settings(dist, "auto", 0, False, steps_per_epoch=5) == ("none", 1, False)
+    assert accelerator_settings(dist, "bfloat16", 4, True) == ("bfloat16", 4, True)
+    with pytest.raises(ValueError, match="steps_per_execution must be >= 1"):
+        accelerator_settings(dist, "auto", -2)

@@ -205,7 +205,7 @@ class TextCorpus:
     def describe(self):
         """One line: files, bytes, document mode and split."""
         size = sum(tf.io.gfile.stat(p).length for p in self.files)
-        split = f"every {self.validation_every}th document held out" if self.validation_every else "no held-out split"
+        split = f"1 document in {self.validation_every} held out" if self.validation_every else "no held-out split"
         return (
             f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}, {size / 1e6:.2f} MB, "
             f"documents by {self.document_mode}, {split}"

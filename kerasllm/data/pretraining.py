@@ -1,8 +1,12 @@
 """Pretraining inputs in ``tf.data``: causal-LM blocks, and masked-LM batches with next-sentence pairs.
 
+:func:`tokenize_documents` runs the tokenizer once over the documents (whole,
+or line by line for sentence pairs); everything below builds on its output,
+which is best saved (``Dataset.save``) because tokenizing is the slow part.
+
 Causal LM (GPT):
 
-- :func:`causal_lm_blocks`: documents tokenized, each followed by a separator
+- :func:`causal_lm_blocks`: documents (tokenized), each followed by a separator
   (the end-of-text token), concatenated into one stream and cut into
   consecutive, non-overlapping blocks of ``block_size + 1`` ids. Every token of
   the text lands in exactly one block, except the tokens after the last full
@@ -12,11 +16,11 @@ Causal LM (GPT):
 
 Masked LM (BERT):
 
-- :func:`sentence_chunks`: each document's lines (its sentences) tokenized and
-  grouped into chunks of consecutive sentences of about ``max_tokens`` ids, so
-  that sequences are packed to the full length within a document (BERT);
-  without next-sentence prediction, :func:`packed_segments` packs across
-  documents instead, a ``[SEP]`` after each (RoBERTa), so no position is padding.
+- :func:`sentence_chunks`: each document's lines (its sentences) grouped into
+  chunks of consecutive sentences of about ``max_tokens`` ids, so that
+  sequences are packed to the full length within a document (BERT); without
+  next-sentence prediction, :func:`packed_segments` packs across documents
+  instead, a ``[SEP]`` after each (RoBERTa), so no position is padding.
 - :func:`next_sentence_pairs`: each chunk split at a random sentence boundary
   into segments A and B; for half of the pairs (and always for a one-sentence
   chunk) B is replaced by a chunk of another document, labelled 1 ("not

@@ -347,7 +347,8 @@ class _MaskedLM(_Objective):
         scores = model.evaluate(self.validation_batches(), return_dict=True, verbose=0)
         masked = int(self.masked_counts.sum())
         result = {
-            "masked_accuracy": float(scores["mlm_logits_masked_accuracy"]),
+            # "mlm_logits_masked_accuracy" with next-sentence prediction, "masked_accuracy" without (one output)
+            "masked_accuracy": float(scores.get("mlm_logits_masked_accuracy", scores.get("masked_accuracy"))),
             "loss": float(scores["loss"]),
             "masked_tokens": masked,
             # the anchor: always predict the most frequent training token
@@ -418,7 +419,7 @@ def _check_data(cfg, corpus, task, cache_dir):
     counts = task.prepare(cache_dir)
     for split, what in (("train", "training documents"), ("validation", "held-out documents")):
         if not counts[split]:
-            extra = f" (every {cfg.validation_every}th document)" if split == "validation" else ""
+            extra = f" (1 in {cfg.validation_every})" if split == "validation" else ""
             raise ValueError(
                 f"--corpus {cfg.corpus}: the {what}{extra} hold {task.too_small(split)}; "
                 + ("lower --validation-every or add text" if split == "validation" else "add text or lower --seq-length")
