@@ -5,8 +5,8 @@
         [--hf-python /work/refvenv/bin/python]
 
 One run times, on the same random ``[1, length]`` token ids: the Keras model (float32,
-``tf.function``; the anchor), TFLite float32 / float16 / dynamic-range int8 / full int8
-(ai_edge_litert, XNNPACK), onnxruntime float32 / dynamic int8 / float16 (CPU provider),
+``tf.function``; the anchor), TFLite float32 / float16 / dynamic-range int8 / full int8 /
+int16x8 (ai_edge_litert, XNNPACK where it has kernels), onnxruntime float32 / dynamic int8 / float16 (CPU provider),
 and Hugging Face PyTorch eager on the same weights (the kerasllm model written with
 ``kerasllm.checkpoints.save_hf`` and loaded with ``transformers`` in ``--hf-python``,
 since torch lives in a separate environment; skipped when neither interpreter has it).
@@ -16,7 +16,7 @@ the float32 TFLite file, and checks the issue's targets: TFLite dynamic int8 at 
 faster than Keras float32 and at most 0.3x the float32 TFLite size; onnxruntime float32
 at least as fast as PyTorch eager. Artefacts come from ``--artefacts`` when present
 (``bench/export_figures.py`` writes them there) and are exported into it otherwise
-(full int8 needs ``--calibration``). Absolute times depend on the machine and its
+(full int8 and int16x8 need ``--calibration``). Absolute times depend on the machine and its
 load; the ratios are the result.
 """
 import argparse
@@ -60,6 +60,7 @@ RUNTIMES = (
     ("TFLite float16", "tflite", "float16"),
     ("TFLite dynamic int8", "tflite", "dynamic"),
     ("TFLite full int8", "tflite", "int8"),
+    ("TFLite int16x8", "tflite", "int16x8"),
     ("ONNX Runtime float32", "onnx", "none"),
     ("ONNX Runtime dynamic int8", "onnx", "dynamic"),
     ("ONNX Runtime float16", "onnx", "float16"),
@@ -124,7 +125,7 @@ def main(argv=None):
     timings = [("Keras float32 (anchor)", anchor, 4 * model.count_params())]
     notes = [f"Keras size: float32 parameters ({model.count_params():,})"]
     for name, fmt, quantize in RUNTIMES:
-        if quantize == "int8" and job.representative is None and not os.path.exists(
+        if quantize in ("int8", "int16x8") and job.representative is None and not os.path.exists(
                 artefact_path(args.artefacts, fmt, quantize)):
             notes.append(f"{name} skipped: pass --calibration to export it")
             continue

@@ -90,7 +90,7 @@ def qat(
 
 def ptq(
     model: str = MODEL, out: str = OUT, train: Optional[str] = TRAIN, dev: Optional[str] = DEV, test: Optional[str] = TEST,
-    quantize: str = typer.Option("int8", help="none (the float32 baseline row), float16, dynamic or int8 (calibrated on --train)."),
+    quantize: str = typer.Option("int8", help="none (the float32 baseline row), float16, dynamic, int8 or int16x8 (int16 activations; both calibrated on --train)."),
     calibration_steps: int = typer.Option(100, help="int8: calibration examples."),
     batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,

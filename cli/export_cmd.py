@@ -17,7 +17,7 @@ from rich.table import Table
 from ._common import console, model_inputs, require_file, run_user_errors
 
 QUANTIZE = {
-    "tflite": ("none", "float16", "dynamic", "int8"),
+    "tflite": ("none", "float16", "dynamic", "int8", "int16x8"),
     "onnx": ("none", "dynamic", "float16"),
     "savedmodel": ("none",),
 }
@@ -30,7 +30,7 @@ OUT_HELP = {
     "savedmodel": "The SavedModel folder to write; labels.json and vocab.txt go to <out>/assets.extra/.",
 }
 DOCS = {
-    "tflite": "Export to TFLite (float32, float16, dynamic-range or full int8; --text: raw strings in) and verify it "
+    "tflite": "Export to TFLite (float32, float16, dynamic-range, full int8 or int16x8; --text: raw strings in) and verify it "
     "against Keras.",
     "onnx": "Export to ONNX (float32, onnxruntime dynamic int8, or float16 for GPUs) and verify it against Keras.",
     "savedmodel": "Export to a TensorFlow SavedModel (serving_default; --text: raw strings in) and verify it "
@@ -58,8 +58,8 @@ def _make_command(fmt):
         quantize: str = typer.Option("none", help=f"Quantization: {', '.join(modes)}."),
         calibration: Optional[str] = typer.Option(
             None,
-            help=f"CoNLL file: its first {CALIBRATION_WINDOWS} windows calibrate int8 activations (needed by "
-            "--quantize int8) and, without --test, are the verification inputs. \\[default: none]",
+            help=f"CoNLL file: its first {CALIBRATION_WINDOWS} windows calibrate int8/int16 activations (needed by "
+            "--quantize int8 and int16x8) and, without --test, are the verification inputs. \\[default: none]",
         ),
         max_length: Optional[int] = typer.Option(
             None,
@@ -140,10 +140,10 @@ def _check_options(fmt, model_dir, quantize, calibration, test, max_length, thre
     if quantize not in modes:
         what = f"{fmt} --text" if text else fmt
         raise ValueError(f"--quantize {quantize!r} is not available for {what}; choose one of: {', '.join(modes)}")
-    if quantize == "int8" and calibration is None:
+    if quantize in ("int8", "int16x8") and calibration is None:
         raise ValueError(
-            "--quantize int8 needs --calibration FILE: a CoNLL file whose sentences calibrate the int8 "
-            f"activation ranges (its first {CALIBRATION_WINDOWS} windows are used)"
+            f"--quantize {quantize} needs --calibration FILE: a CoNLL file whose sentences calibrate the "
+            f"integer activation ranges (its first {CALIBRATION_WINDOWS} windows are used)"
         )
     for option, value in (("--max-length", max_length), ("--threads", threads), ("--length", length), ("--runs", runs)):
         if value is not None and value < 1:
@@ -280,7 +280,7 @@ def export_artefact(job, fmt, out, quantize="none", max_length=None):
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     if fmt == "tflite":
-        representative = job.representative if quantize == "int8" else None
+        representative = job.representative if quantize in ("int8", "int16x8") else None
         return export_tflite(
             model, out, quantize=quantize, representative_data=representative, max_length=max_length, assets=assets
         )
@@ -372,6 +372,7 @@ ARTEFACTS = (
     ("tflite", "float16"),
     ("tflite", "dynamic"),
     ("tflite", "int8"),
+    ("tflite", "int16x8"),
     ("onnx", "none"),
     ("onnx", "dynamic"),
     ("onnx", "float16"),

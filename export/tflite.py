@@ -22,6 +22,19 @@ Quantization modes:
   ``representative_data``; the int32 token inputs and float32 logits stay as they
   are. Ops without an int8 kernel stay in float between DEQUANTIZE/QUANTIZE
   ops; :attr:`ExportReport.fallback` lists them.
+- ``"int16x8"``: full integer with int16 activations and int8 weights (TFLite's
+  16x8 mode), calibrated like ``"int8"``; far closer to float where int8 activations lose accuracy (MiniLM below).
+  Needs kerasllm's :class:`~kerasllm.layers.LayerNorm` (no
+  SQUARED_DIFFERENCE, which has no int16 kernel). Converted with the 16x8 op set
+  plus ``TFLITE_BUILTINS``; in a kerasllm BERT only the SELECT_V2 of the attention
+  mask (one per layer) computes in float, and the position RANGE stays int32;
+  :attr:`ExportReport.fallback` lists the float ops. MiniLM-L6 (WNUT-17 NER):
+  35.2 MB, 1.5x the int8 file (the token embedding table, a GATHER input, is
+  stored as an int16 activation), float32 weights 90.3 MB; entity F1 38.27
+  against 38.40 in Keras and 31.07 in int8 (bench/README.md).
+  Much slower than int8 on CPU (XNNPACK does not take the int16 ops, so they run
+  on LiteRT's own kernels): a 1-layer ``bert-tiny`` at length 128 took 33 ms
+  against 1.4 ms in int8 (contended 2-core machine).
 """
 import os
 import re
@@ -46,7 +59,18 @@ from kerasllm.export._common import (
 )
 from kerasllm.export._graph import convertible_function
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int16x8")
+# The calibrated, full-integer modes and their converter op sets. Every kerasllm model
+# has ops outside the 16x8 set (the SELECT_V2 of the attention mask, the int32 RANGE of
+# the positions), so int16x8 lists TFLITE_BUILTINS from the start rather than
+# calibrating twice; export_tflite reports the ops left in float.
+FULL_INTEGER = {
+    "int8": (tf.lite.OpsSet.TFLITE_BUILTINS_INT8,),
+    "int16x8": (
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ),
+}
 SERVING = "serving_default"
 
 
@@ -143,7 +167,7 @@ def conversion_error(err, what, quantize="none", allow_custom_ops=False, select_
         )
     if quantize != "none" and (quant_ops or not (flex or custom)):
         named = f" (op {', '.join(quant_ops)})" if quant_ops else ""
-        instead = {"int8": "'dynamic' (--quantize dynamic)", "dynamic": "'float16' or 'none'"}
+        instead = {"int16x8": "'int8' (--quantize int8)", "int8": "'dynamic' (--quantize dynamic)", "dynamic": "'float16' or 'none'"}
         hints.append(
             f"quantize={quantize!r} failed{named}: try quantize="
             + instead.get(quantize, "'none'")
@@ -249,7 +273,7 @@ def _representative_dataset(data, specs, steps, problems, pad_token_id=0):
 
 
 def _configure(converter, quantize, representative, allow_custom_ops, select_tf_ops, int8_ops):
-    """Set a converter's options; ``int8_ops`` are the op sets of the ``"int8"`` mode."""
+    """Set a converter's options; ``int8_ops`` are the op sets of a full-integer mode."""
     converter.allow_custom_ops = bool(allow_custom_ops)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
@@ -257,7 +281,7 @@ def _configure(converter, quantize, representative, allow_custom_ops, select_tf_
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantize == "int8":
+    elif quantize in FULL_INTEGER:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         ops = list(int8_ops)
@@ -321,7 +345,7 @@ def convert_saved_model(
 ):
     """Convert a SavedModel's signatures; returns ``(flatbuffer, fallback_note)``."""
     fallback = None
-    int8_only = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    int8_only = list(FULL_INTEGER.get(quantize, ()))
     problems = problems if problems is not None else []
 
     def configure(ops):
@@ -331,7 +355,7 @@ def convert_saved_model(
         try:
             flatbuffer = _convert_saved_model(saved_model_dir, signature_keys, configure(int8_only))
         except Exception as err:  # noqa: BLE001
-            if quantize != "int8" or problems:
+            if quantize not in FULL_INTEGER or tf.lite.OpsSet.TFLITE_BUILTINS in int8_only or problems:
                 raise
             # Some op has no int8 kernel: keep int8 where possible, float elsewhere.
             flatbuffer = _convert_saved_model(
@@ -342,14 +366,14 @@ def convert_saved_model(
             flex, custom, quant_ops = unsupported_ops(str(err))
             named = ", ".join(flex + custom + quant_ops) or _first_error_line(str(err))
             fallback = (
-                "full-int8 conversion failed (" + named + "); built with "
-                "TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS, so those ops run in float"
+                f"full-{quantize} conversion failed (" + named + "); built with "
+                f"{int8_only[0].name} + TFLITE_BUILTINS, so those ops run in float"
             )
             warnings.warn(fallback, stacklevel=3)
     except Exception as err:  # noqa: BLE001
         if problems:
             bad = problems[0]
-            raise type(bad)(f"TFLite int8 calibration of {what} stopped: {bad}") from None
+            raise type(bad)(f"TFLite {quantize} calibration of {what} stopped: {bad}") from None
         raise conversion_error(err, what, quantize, allow_custom_ops, select_tf_ops, max_length) from None
     return flatbuffer, fallback
 
@@ -400,8 +424,9 @@ def export_tflite(
             except generation with a cache; see :func:`export_gpt_tflite` for that).
         out_path: the ``.tflite`` file to write. Written atomically: on failure
             nothing is left at ``out_path`` (an existing file stays untouched).
-        quantize: ``"none"``, ``"float16"``, ``"dynamic"`` or ``"int8"`` (see module doc).
-        representative_data: for ``"int8"``: an iterable of input dicts
+        quantize: ``"none"``, ``"float16"``, ``"dynamic"``, ``"int8"`` or ``"int16x8"``
+            (see module doc).
+        representative_data: for ``"int8"`` and ``"int16x8"``: an iterable of input dicts
             (``{"input_ids": [b, t], ...}``) drawn from real data.
         max_length: fix the sequence length (batch stays dynamic); ``None`` keeps
             it dynamic.
@@ -418,7 +443,7 @@ def export_tflite(
         :class:`ExportReport` (path, size, quantize, fallback note, assets, signatures).
 
     Raises:
-        ValueError: bad ``quantize``, ``int8`` without ``representative_data``, bad
+        ValueError: bad ``quantize``, ``int8``/``int16x8`` without ``representative_data``, bad
             representative items, missing asset files.
         ExportError: the converter failed; names the op(s) and what to try.
 
@@ -432,13 +457,15 @@ def export_tflite(
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize={quantize!r} is not supported; allowed values: {list(QUANTIZE_MODES)}")
-    if quantize == "int8" and representative_data is None:
+    if quantize in FULL_INTEGER and representative_data is None:
         raise ValueError(
-            "quantize='int8' needs representative_data: an iterable of input dicts drawn from "
+            f"quantize={quantize!r} needs representative_data: an iterable of input dicts drawn from "
             "your data (about 100 examples); use quantize='dynamic' to quantize without data"
         )
-    if quantize != "int8" and representative_data is not None:
-        warnings.warn(f"representative_data is only used with quantize='int8' (got {quantize!r})", stacklevel=2)
+    if quantize not in FULL_INTEGER and representative_data is not None:
+        warnings.warn(
+            f"representative_data is only used with quantize='int8' or 'int16x8' (got {quantize!r})", stacklevel=2
+        )
     if not isinstance(num_calibration_steps, int) or num_calibration_steps < 1:
         raise ValueError(f"num_calibration_steps must be a positive integer, got {num_calibration_steps!r}")
     checked_assets = check_assets(assets)
@@ -450,7 +477,7 @@ def export_tflite(
     serve, specs = serving_function(model, max_length)
     problems = []
     representative = None
-    if quantize == "int8":
+    if quantize in FULL_INTEGER:
         pad_token_id = getattr(getattr(model, "kerasllm_config", None), "pad_token_id", 0)
         representative = _representative_dataset(
             representative_data, specs, num_calibration_steps, problems, pad_token_id
@@ -467,11 +494,12 @@ def export_tflite(
         max_length,
     )
     signatures = _check_signatures(flatbuffer, [SERVING]) if not (allow_custom_ops or select_tf_ops) else {}
-    if quantize == "int8" and fallback is None:
+    if quantize in FULL_INTEGER:
         in_float = float_ops(flatbuffer)
         if in_float:
             listed = ", ".join(f"{name} x{count}" for name, count in sorted(in_float.items()))
-            fallback = f"ops without an int8 kernel run in float: {listed}"
+            listed = f"ops without an {quantize} kernel run in float: {listed}"
+            fallback = listed if fallback is None else f"{fallback}; {listed}"
     return write_tflite(out_path, flatbuffer, checked_assets, quantize, signatures, notes, fallback)
 
 

@@ -244,7 +244,7 @@ def measure(
     params, nonzero = parameter_counts(float_model)
     keras_f1 = data.f1(keras_model)
     path = os.path.join(out_dir, "model.tflite")
-    representative = data.representative() if quantize == "int8" else None
+    representative = data.representative() if quantize in ("int8", "int16x8") else None
     assets = {"labels.json": data.label_map.labels, "vocab.txt": os.path.join(options.model, "vocab.txt")}
     report = export_tflite(
         export_model,

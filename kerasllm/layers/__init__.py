@@ -6,6 +6,7 @@ from kerasllm.layers.decoder_block import TransformerDecoderBlock
 from kerasllm.layers.embeddings import TransformerEmbedding, gather_dense_grad, sinusoidal_positions
 from kerasllm.layers.encoder_block import TransformerEncoderBlock
 from kerasllm.layers.feedforward import FeedForward
+from kerasllm.layers.layer_norm import LayerNorm
 from kerasllm.layers.local_attention import local_attention
 from kerasllm.layers.lora import LORA_TARGETS, LoRA
 from kerasllm.layers.masks import causal_mask, combine_masks, expand_attention_mask, local_attention_mask
@@ -15,6 +16,7 @@ __all__ = [
     "Adapter",
     "FeedForward",
     "LORA_TARGETS",
+    "LayerNorm",
     "LoRA",
     "MultiHeadAttention",
     "TransformerDecoderBlock",

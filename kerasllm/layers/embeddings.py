@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers._utils import build_sublayer
+from kerasllm.layers.layer_norm import LayerNorm
 
 POSITION_TYPES = ("learned", "sinusoidal", "none")
 
@@ -149,7 +150,7 @@ class TransformerEmbedding(keras.layers.Layer):
             )
         self.layer_norm = None
         if self.use_layer_norm:
-            self.layer_norm = keras.layers.LayerNormalization(
+            self.layer_norm = LayerNorm(
                 epsilon=self.layer_norm_epsilon, name="layer_norm", dtype=self.dtype_policy
             )
             build_sublayer(self.layer_norm, [None, None, d])

@@ -6,6 +6,7 @@ from kerasllm.layers._utils import build_sublayer
 from kerasllm.layers.adapter import Adapter
 from kerasllm.layers.attention import MultiHeadAttention, check_attention_type
 from kerasllm.layers.feedforward import FeedForward
+from kerasllm.layers.layer_norm import LayerNorm
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
 
 PEFT_LAYERS = (LoRA, Adapter)
@@ -173,7 +174,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         return adapter
 
     def _norm(self, name):
-        return keras.layers.LayerNormalization(
+        return LayerNorm(
             epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
         )
 

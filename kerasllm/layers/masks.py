@@ -28,6 +28,23 @@ def causal_mask(query_length, key_length, query_offset=None):
     return k_pos <= q_pos
 
 
+def _nonzero(mask):
+    """``mask != 0`` as a boolean tensor, without NOT_EQUAL or CAST on integer masks.
+
+    TFLite's 16x8 quantizer (int16 activations) finds no range for an int32 graph
+    input that reaches NOT_EQUAL or CAST and stops ("Empty min/max for tensor
+    serving_default_attention_mask"). For integer masks the boolean is therefore
+    looked up instead: ``[False, True][min(|max(mask, -1)|, 1)]`` (the ``max``
+    keeps the most negative integer, whose ``abs`` overflows, at index 1).
+    """
+    if not mask.dtype.is_integer:
+        return tf.not_equal(mask, tf.zeros([], mask.dtype))
+    if mask.dtype not in (tf.int32, tf.int64):
+        mask = tf.cast(mask, tf.int32)  # gather takes int32/int64 indices only
+    index = tf.minimum(tf.abs(tf.maximum(mask, -1)), 1)
+    return tf.gather(tf.constant([False, True]), index)
+
+
 def expand_attention_mask(mask):
     """Return a boolean mask of rank 4 ``[batch, 1|heads, q|1, k]``.
 
@@ -35,7 +52,7 @@ def expand_attention_mask(mask):
     """
     mask = tf.convert_to_tensor(mask)
     if mask.dtype != tf.bool:
-        mask = tf.not_equal(mask, tf.zeros([], mask.dtype))
+        mask = _nonzero(mask)
     rank = mask.shape.rank
     # expand_dims rather than mask[:, None, ...]: the TFLite converter rejects that
     # strided slice when batch and length are both dynamic.

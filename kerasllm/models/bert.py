@@ -8,7 +8,7 @@ so TF-MOT wrappers, LoRA and the checkpoint tables address layers by name:
 """
 import tf_keras as keras
 
-from kerasllm.layers import TransformerEmbedding, TransformerEncoderBlock
+from kerasllm.layers import LayerNorm, TransformerEmbedding, TransformerEncoderBlock
 from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.models.heads import NamedActivation, Pooler, VocabBias, dense_head, float32_logits, token_ids_input
 from kerasllm.models.peft import freeze
@@ -101,7 +101,7 @@ def mlm_logits(config, embeddings, sequence):
         name="mlm_transform",
     )(sequence)
     h = NamedActivation(config.activation, name="mlm_activation")(h)
-    h = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="mlm_norm")(h)
+    h = LayerNorm(epsilon=config.layer_norm_epsilon, name="mlm_norm")(h)
     logits = VocabBias(config.vocab_size, name="mlm_bias")(embeddings(h, reverse=True))
     return float32_logits(logits, "mlm_logits")
 

@@ -6,7 +6,7 @@ Layer names: ``embeddings`` (shared by encoder, decoder and LM head),
 """
 import tf_keras as keras
 
-from kerasllm.layers import TransformerEmbedding
+from kerasllm.layers import LayerNorm, TransformerEmbedding
 from kerasllm.models.bert import encoder_block
 from kerasllm.models.gpt import decoder_block
 from kerasllm.models.peft import freeze
@@ -58,7 +58,7 @@ def encoder_decoder(config, name="encoder_decoder"):
     def final_norm(x, name):
         if not config.normalize_first:
             return x
-        return keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name=name)(x)
+        return LayerNorm(epsilon=config.layer_norm_epsilon, name=name)(x)
 
     enc = embeddings(inputs["encoder_input_ids"])
     for i in range(config.num_layers):

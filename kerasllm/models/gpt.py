@@ -5,7 +5,7 @@ Layer names: ``embeddings``, ``decoder_layer_{i}``, ``final_norm``, ``logits``.
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers import TransformerDecoderBlock, TransformerEmbedding
+from kerasllm.layers import LayerNorm, TransformerDecoderBlock, TransformerEmbedding
 from kerasllm.models.heads import float32_logits, token_ids_input
 from kerasllm.models.peft import freeze
 
@@ -50,7 +50,7 @@ def gpt_decoder(config, name="gpt"):
     for i in range(config.num_layers):
         x = decoder_block(config, f"decoder_layer_{i}")(x, attention_mask=inputs["attention_mask"])
     if config.normalize_first:
-        x = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="final_norm")(x)
+        x = LayerNorm(epsilon=config.layer_norm_epsilon, name="final_norm")(x)
     logits = float32_logits(embeddings(x, reverse=True))
     model = keras.Model(inputs, logits, name=name)
     model.kerasllm_config = config

@@ -481,16 +481,18 @@ def run_pretrain(cfg, log=_log):
         callbacks = training.standard_callbacks(cfg.out, save_fn=False, resumable=resume, tensorboard=chief)
         with tf.init_scope(), tf.device("/cpu:0"):
             position = tf.Variable(0, dtype=tf.int64, trainable=False, name="kerasllm_stream_position")
-        limit = _StepAndTimeLimit(cfg.steps, cfg.max_minutes, cfg.eval_every, resume, position, log)
+        # A run shorter than one scoring interval is one round of its own length (the progress bar's target).
+        per_round = min(cfg.eval_every, cfg.steps)
+        limit = _StepAndTimeLimit(cfg.steps, cfg.max_minutes, per_round, resume, position, log)
         callbacks.append(limit)  # after ResumableTraining: it reads the restored step
-        rounds = math.ceil(cfg.steps / cfg.eval_every)
+        rounds = math.ceil(cfg.steps / per_round)
         log(f"training: {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_length} tokens, held-out scores every "
             f"{cfg.eval_every} steps" + (f", at most {cfg.max_minutes:g} minutes" if cfg.max_minutes else ""))
         fit_started = time.time()
         history = model.fit(
             _positioned(task.train_batches(), position),
             epochs=rounds,
-            steps_per_epoch=cfg.eval_every,
+            steps_per_epoch=per_round,
             validation_data=task.validation_batches(),
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
