@@ -2,7 +2,7 @@
 
 The commands run are the CLI's own (each is printed before it runs):
 
-1. ``kerasllm vocab bpe --size 4000`` and ``kerasllm vocab wordpiece --size 4000 --lowercase``
+1. ``kerasllm vocab bpe --size 4000`` and ``kerasllm vocab wordpiece --size 1000 --lowercase``
    (both learnt from the training documents only: every 10th document is held out);
 2. ``kerasllm pretrain clm --preset gpt-tiny``: held-out perplexity against the perplexity of an
    add-one-smoothed unigram model counted on the training tokens, on the same held-out target tokens
@@ -14,7 +14,11 @@ Each run has a time budget (``--max-minutes``); pick ``--*-steps`` so that the l
 schedule ends near it on your machine. The table gives the figures, the anchors and the ratios;
 ``WORK/*/metrics.json`` hold everything else. Example::
 
-    python bench/pretrain_shakespeare.py --clm-steps 600 --clm-minutes 20 --mlm-steps 1300 --mlm-minutes 20 --no-mlm-nsp
+    python bench/pretrain_shakespeare.py
+
+The defaults are the measured runs (docs/pretraining.md): gpt-tiny with BPE 4,000 for 600 steps;
+bert-tiny with WordPiece 1,000, no next-sentence pairs (sequences packed to the full length) and
+no dropout, for up to 2,600 steps or 20 minutes.
 
 (measured results in docs/pretraining.md).
 """
@@ -54,18 +58,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=DATA, help="tinyshakespeare input.txt")
     parser.add_argument("--work", default=os.path.join(ROOT, "saved_models", "pretrain_shakespeare"))
-    parser.add_argument("--vocab-size", type=int, default=4000)
+    parser.add_argument("--vocab-size", type=int, default=4000, help="BPE vocabulary of the causal LM")
     parser.add_argument("--clm-steps", type=int, default=600)
     parser.add_argument("--clm-minutes", type=float, default=20)
     parser.add_argument("--clm-batch-size", type=int, default=32)
     parser.add_argument("--clm-seq-length", type=int, default=128)
     parser.add_argument("--clm-lr", type=float, default=2e-3)
-    parser.add_argument("--mlm-steps", type=int, default=3000)
+    parser.add_argument("--mlm-steps", type=int, default=2600)
     parser.add_argument("--mlm-minutes", type=float, default=20)
     parser.add_argument("--mlm-batch-size", type=int, default=64)
     parser.add_argument("--mlm-seq-length", type=int, default=128)
     parser.add_argument("--mlm-lr", type=float, default=2e-3)
-    parser.add_argument("--mlm-nsp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--mlm-vocab-size", type=int, default=1000, help="WordPiece vocabulary of the masked LM")
+    parser.add_argument("--mlm-dropout", type=float, default=0.0)
+    parser.add_argument("--mlm-nsp", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
                         help="compile the train steps with XLA (about 1.3x faster for gpt-tiny on 2 CPU cores)")
     parser.add_argument("--skip", choices=["clm", "mlm"], action="append", default=[])
@@ -97,13 +103,13 @@ def main(argv=None):
 
     if "mlm" not in args.skip:
         wordpiece = os.path.join(work, "wordpiece")
-        _run(["vocab", "wordpiece", "--corpus", args.data, "--size", str(args.vocab_size), "--lowercase",
+        _run(["vocab", "wordpiece", "--corpus", args.data, "--size", str(args.mlm_vocab_size), "--lowercase",
               "--out", wordpiece], os.path.join(work, "vocab_wordpiece.log"))
         seconds = _run(
             ["pretrain", "mlm", "--corpus", args.data, "--vocab", wordpiece, "--preset", "bert-tiny",
              "--steps", str(args.mlm_steps), "--max-minutes", str(args.mlm_minutes),
              "--batch-size", str(args.mlm_batch_size), "--seq-length", str(args.mlm_seq_length),
-             "--lr", str(args.mlm_lr), "--nsp" if args.mlm_nsp else "--no-nsp",
+             "--lr", str(args.mlm_lr), "--dropout", str(args.mlm_dropout), "--nsp" if args.mlm_nsp else "--no-nsp",
              "--xla" if args.xla else "--no-xla", "--out", os.path.join(work, "mlm")],
             os.path.join(work, "pretrain_mlm.log"),
         )
