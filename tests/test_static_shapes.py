@@ -55,6 +55,24 @@ def test_every_batch_has_one_static_shape_and_keeps_every_example(ner_windows):
     assert real_rows == len(windows)
 
 
+def test_length_multiple_pads_each_batch_to_the_next_multiple_only(ner_windows):
+    windows, _, _ = ner_windows
+    dynamic = make_dataset(windows, BATCH, shuffle=True, seed=0)
+    few = static_batches(dynamic, BATCH, LENGTH, length_multiple=5)
+    assert few.element_spec[1].shape.as_list() == [BATCH, None]
+    lengths = set()
+    for (x, y), (fx, fy) in zip(dynamic.as_numpy_iterator(), few.as_numpy_iterator()):
+        rows, length = y.shape
+        want = min(LENGTH, -(-length // 5) * 5)  # hand-worked: the next multiple of 5, at most 24
+        assert fy.shape == (BATCH, want) and fx["input_ids"].shape == (BATCH, want)
+        np.testing.assert_array_equal(fx["input_ids"][:rows, :length], x["input_ids"])
+        assert (fy[rows:] == IGNORE_INDEX).all() and (fy[:, length:] == IGNORE_INDEX).all()
+        lengths.add(want)
+    assert lengths <= {5, 10, 15, 20, 24} and len(lengths) > 1
+    with pytest.raises(ValueError, match="length_multiple must be a positive integer"):
+        static_batches(dynamic, BATCH, LENGTH, length_multiple=0)
+
+
 def test_static_batches_rejects_what_it_cannot_pad():
     ids = np.ones((3, 5), np.int32)
     with pytest.raises(ValueError, match="must all be \\[batch, seq\\] .* or all \\[batch\\]"):

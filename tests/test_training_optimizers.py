@@ -263,3 +263,40 @@ def test_accumulation_with_mixed_float16_loss_scaling():
         keras.mixed_precision.set_global_policy("float32")
     assert all(np.isfinite(history.history["loss"]))
     assert any(np.max(np.abs(a - b)) > 0 for a, b in zip(before, model.get_weights()))
+
+
+# --------------------------------------------------------------------------- global norm
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_global_norm_equals_numpy(jit_compile):
+    from kerasllm.training.optimizers import global_norm
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=s).astype(np.float32) for s in [(7, 5), (3, 4, 6), (9,), ()]]
+    rows = rng.normal(size=(3, 5)).astype(np.float32)
+    sparse = tf.IndexedSlices(tf.constant(rows), tf.constant([4, 0, 2]), tf.constant([6, 5]))
+    want = math.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in arrays + [rows]))
+
+    @tf.function(jit_compile=jit_compile)
+    def norm(tensors):
+        return global_norm(list(tensors) + [sparse, None])
+
+    got = float(norm([tf.constant(a) for a in arrays]))
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_global_clipnorm_clips_jointly_inside_xla():
+    var_a, var_b = tf.Variable([0.0, 0.0]), tf.Variable([0.0])
+    opt = create_optimizer(1.0, 10, clipnorm=None, global_clipnorm=1.0, weight_decay=0.0, schedule="constant")
+    steps = [[np.array([3.0, 0.0]), np.array([4.0])], [np.array([0.3, -0.4]), np.array([0.0])]]
+
+    @tf.function(jit_compile=True)
+    def apply(grads):
+        opt.apply_gradients(zip(grads, [var_a, var_b]))
+
+    for grads in steps:
+        apply([tf.constant(g, tf.float32) for g in grads])
+    want = _numpy_adam_global_clip(steps, clip=1.0)
+    np.testing.assert_allclose(var_a.numpy(), want[0], rtol=2e-5)
+    np.testing.assert_allclose(var_b.numpy(), want[1], rtol=2e-5)

@@ -3,6 +3,7 @@ from kerasllm.layers.activations import gelu, gelu_tanh, get_activation
 from kerasllm.layers.adapter import Adapter
 from kerasllm.layers.attention import ATTENTION_TYPES, MultiHeadAttention, update_cache
 from kerasllm.layers.decoder_block import TransformerDecoderBlock
+from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.embeddings import TransformerEmbedding, gather_dense_grad, sinusoidal_positions
 from kerasllm.layers.encoder_block import TransformerEncoderBlock
 from kerasllm.layers.feedforward import FeedForward
@@ -14,6 +15,7 @@ from kerasllm.layers.masks import causal_mask, combine_masks, expand_attention_m
 __all__ = [
     "ATTENTION_TYPES",
     "Adapter",
+    "Dropout",
     "FeedForward",
     "LORA_TARGETS",
     "LayerNorm",

@@ -6,6 +6,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 
+def in_xla_context():
+    """True while tracing a function that XLA compiles (``jit_compile=True``)."""
+    from tf_keras.src.utils import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def clone_initializer(initializer):
     """A fresh copy of ``initializer``.
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers._utils import build_sublayer, clone_initializer
+from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.local_attention import local_attention
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
 from kerasllm.layers.masks import MASK_VALUE as _MASK_VALUE
@@ -207,7 +208,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.attention_type = attention_type
         self.attention_window = int(attention_window)
         self.global_tokens = int(global_tokens)
-        self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._dropout_layer = Dropout(self.dropout)
 
     @property
     def has_lora(self):

@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers._utils import build_sublayer
+from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.layer_norm import LayerNorm
 
 POSITION_TYPES = ("learned", "sinusoidal", "none")
@@ -127,7 +128,7 @@ class TransformerEmbedding(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = float(dropout)
         self.initializer_range = initializer_range
-        self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._dropout_layer = Dropout(self.dropout)
         self._dense_token_gradient = False  # opt-in: see gather_dense_grad
 
     def build(self, input_shape):

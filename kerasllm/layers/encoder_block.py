@@ -5,6 +5,7 @@ from kerasllm.layers._utils import build_sublayer
 
 from kerasllm.layers.adapter import Adapter
 from kerasllm.layers.attention import MultiHeadAttention, check_attention_type
+from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.feedforward import FeedForward
 from kerasllm.layers.layer_norm import LayerNorm
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
@@ -207,7 +208,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         build_sublayer(self.ffn_norm, shape)
         self.attention_adapter = self._adapter("attention_adapter", shape)
         self.ffn_adapter = self._adapter("ffn_adapter", shape)
-        self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._dropout_layer = Dropout(self.dropout)
         self._settle_trainable()
         super().build(input_shape)
 

@@ -3,6 +3,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.layers._utils import clone_initializer
+from kerasllm.layers.dropout import Dropout
 
 # Projections LoRA can adapt: the attention's query/key/value/output projections, and
 # "ffn" for both dense layers of the feed-forward network.
@@ -105,7 +106,7 @@ class LoRA(keras.layers.Layer):
         self.alpha = float(alpha)
         self.dropout = float(dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer or default_lora_initializer())
-        self._dropout_layer = keras.layers.Dropout(self.dropout)
+        self._dropout_layer = Dropout(self.dropout)
 
     @property
     def scale(self):

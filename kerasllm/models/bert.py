@@ -8,7 +8,7 @@ so TF-MOT wrappers, LoRA and the checkpoint tables address layers by name:
 """
 import tf_keras as keras
 
-from kerasllm.layers import LayerNorm, TransformerEmbedding, TransformerEncoderBlock
+from kerasllm.layers import Dropout, LayerNorm, TransformerEmbedding, TransformerEncoderBlock
 from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.models.heads import NamedActivation, Pooler, VocabBias, dense_head, float32_logits, token_ids_input
 from kerasllm.models.peft import freeze
@@ -130,7 +130,7 @@ def token_classifier(config, num_labels, name="token_classifier"):
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     inputs = bert_inputs()
     _, sequence, _ = encoder_layers(config, inputs, pooler=False)
-    x = keras.layers.Dropout(config.dropout, name="classifier_dropout")(sequence)
+    x = Dropout(config.dropout, name="classifier_dropout")(sequence)
     logits = dense_head(x, num_labels, config, "classifier")
     return _tag(keras.Model(inputs, logits, name=name), config, "token_classification", num_labels=num_labels)
 
@@ -144,7 +144,7 @@ def sequence_classifier(config, num_labels, name="sequence_classifier"):
         raise ValueError("sequence_classifier needs use_pooler=True in the config")
     inputs = bert_inputs()
     _, _, pooled = encoder_layers(config, inputs)
-    x = keras.layers.Dropout(config.dropout, name="classifier_dropout")(pooled)
+    x = Dropout(config.dropout, name="classifier_dropout")(pooled)
     logits = dense_head(x, num_labels, config, "classifier")
     return _tag(
         keras.Model(inputs, logits, name=name), config, "sequence_classification", num_labels=num_labels

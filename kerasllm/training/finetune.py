@@ -569,9 +569,14 @@ def run_finetune(cfg, task, log=_log):
                 f"speed: mixed precision {speed.mixed_precision}, {speed.steps_per_execution} step(s) per execution, "
                 f"static shapes {'on' if speed.static_shapes else 'off'}"
             )
+        # Under XLA without --static-shapes, batches are padded to a few shapes (one compiled program each).
+        few_shapes = cfg.xla and not speed.static_shapes
         with dist.scope():
             loss, metrics = task.loss_and_metrics()
-            compile_model(model, cfg, steps_per_epoch, loss, metrics, speed.steps_per_execution, speed.static_shapes)
+            compile_model(
+                model, cfg, steps_per_epoch, loss, metrics, speed.steps_per_execution,
+                speed.static_shapes or few_shapes,
+            )
         # kerasllm's step: a loss log that does not depend on the replica split or the
         # number of workers, and the token counts behind train_tokens_per_sec.
         training.install_train_step(model)
@@ -594,10 +599,17 @@ def run_finetune(cfg, task, log=_log):
         if dev:
             callbacks.insert(0, task.dev_callback(dev, dev_features, label_map, cfg, log))
         batches = task.dataset(train_features, cfg)
-        if speed.static_shapes:
-            from kerasllm.training.static_shapes import static_batches
+        from kerasllm.training.static_shapes import static_batches, xla_length_multiple
 
+        if speed.static_shapes:
             batches = static_batches(batches, cfg.batch_size, cfg.max_length)
+        elif few_shapes:
+            multiple = xla_length_multiple(cfg.max_length)
+            log(
+                f"XLA: batches padded to {cfg.batch_size} rows and a multiple of {multiple} sub-words "
+                f"(at most {-(-cfg.max_length // multiple)} compiled shapes; --static-shapes for one)"
+            )
+            batches = static_batches(batches, cfg.batch_size, cfg.max_length, length_multiple=multiple)
         dataset = resume.shuffled_epochs(batches, seed=cfg.seed, batch_fn=lambda d: d)
         history = model.fit(dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
         if not chief:

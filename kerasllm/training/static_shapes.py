@@ -48,7 +48,10 @@ def _rank(spec):
 
 
 def _pad_to(tensor, batch_size, length, value, name):
-    """``tensor`` ``[n, t]`` or ``[n]`` padded with ``value`` to ``[batch_size, length]`` or ``[batch_size]``."""
+    """``tensor`` ``[n, t]`` or ``[n]`` padded with ``value`` to ``[batch_size, length]`` or ``[batch_size]``.
+
+    ``length`` may be a scalar tensor (then the sequence dimension stays unknown).
+    """
     rows = tf.shape(tensor)[0]
     checks = [
         tf.debugging.assert_less_equal(
@@ -62,7 +65,8 @@ def _pad_to(tensor, batch_size, length, value, name):
             return tf.ensure_shape(padded, [batch_size])
         extra = tf.maximum(length - tf.shape(tensor)[1], 0)
         padded = tf.pad(tensor, [[0, missing], [0, extra]], constant_values=value)
-        return tf.ensure_shape(padded[:, :length], [batch_size, length])
+        static_length = length if isinstance(length, int) else None
+        return tf.ensure_shape(padded[:, :length], [batch_size, static_length])
 
 
 def _check_cut(inputs, labels, length, label_pad):
@@ -88,8 +92,26 @@ def _check_cut(inputs, labels, length, label_pad):
     return checks
 
 
-def static_batches(dataset, batch_size, length, label_pad=IGNORE_INDEX, input_pad=0):
+def xla_length_multiple(max_length, shapes=8, minimum=16):
+    """The length quantum that gives XLA at most about ``shapes`` programs up to ``max_length``.
+
+    Example:
+
+    >>> xla_length_multiple(64), xla_length_multiple(128), xla_length_multiple(512)
+    (16, 16, 64)
+    """
+    return max(minimum, -(-max_length // shapes))
+
+
+def static_batches(dataset, batch_size, length, label_pad=IGNORE_INDEX, input_pad=0, length_multiple=None):
     """Pad every ``(inputs, labels)`` batch of ``dataset`` to ``[batch_size, length]``.
+
+    With ``length_multiple`` a batch is padded only to the next multiple of it
+    (at most ``length``): a few shapes instead of one (``--xla`` without
+    ``--static-shapes``). XLA compiles one program per shape, so
+    ``length_multiple=16`` and ``length=64`` give at most 4 programs, against
+    one per distinct batch length (and per partial batch) with plain
+    bucketing, while padding far less than ``length`` everywhere.
 
     Args:
         dataset: a batched ``tf.data.Dataset`` of ``(inputs, labels)``;
@@ -100,6 +122,8 @@ def static_batches(dataset, batch_size, length, label_pad=IGNORE_INDEX, input_pa
         length: the fixed sequence length; positions beyond it must be padding.
         label_pad: the ignored label token labels are padded with.
         input_pad: the value inputs are padded with (the ``[PAD]`` id, mask 0).
+        length_multiple: pad the sequence only to a multiple of this (see above);
+            the sequence dimension of the element spec is then unknown.
 
     Returns:
         A dataset of ``(inputs, labels)`` (token labels) or ``(inputs, labels,
@@ -120,18 +144,24 @@ def static_batches(dataset, batch_size, length, label_pad=IGNORE_INDEX, input_pa
             f"static_batches: labels must all be [batch, seq] (token labels) or all [batch], got {spec[1]}"
         )
     per_example = label_ranks == {1}
+    if length_multiple is not None and (not isinstance(length_multiple, int) or length_multiple < 1):
+        raise ValueError(f"static_batches: length_multiple must be a positive integer, got {length_multiple!r}")
     for leaf in tf.nest.flatten(spec):
         if leaf.shape[0] is not None and leaf.shape[0] > batch_size:
             raise ValueError(f"static_batches: batches of {leaf.shape[0]} rows exceed batch_size={batch_size}")
 
     def pad(inputs, labels):
+        target = length
+        if length_multiple is not None:
+            longest = tf.shape(tf.nest.flatten(inputs)[0])[1]
+            target = tf.minimum(length, -(-longest // length_multiple) * length_multiple)
         with tf.control_dependencies(_check_cut(inputs, labels, length, label_pad)):
             rows = tf.shape(tf.nest.flatten(labels)[0])[0]
-            fixed_inputs = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, length, input_pad, "inputs"), inputs)
+            fixed_inputs = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, target, input_pad, "inputs"), inputs)
         if not per_example:
-            fixed_labels = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, length, label_pad, "labels"), labels)
+            fixed_labels = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, target, label_pad, "labels"), labels)
             return fixed_inputs, fixed_labels
-        fixed_labels = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, length, 0, "labels"), labels)
+        fixed_labels = tf.nest.map_structure(lambda t: _pad_to(t, batch_size, target, 0, "labels"), labels)
         real = tf.range(batch_size) < rows
         scale = tf.cast(batch_size, tf.float32) / tf.cast(tf.maximum(rows, 1), tf.float32)
         weights = tf.where(real, scale, 0.0)
