@@ -294,9 +294,13 @@ def quantize_model(model, preserve_sparsity=False):
     if not any(configs.values()):
         raise ValueError(f"model {model.name!r} has no kerasllm or Dense layer to quantize")
 
+    from kerasllm.layers import Dropout
+
     def annotate(layer):
         config = configs.get(layer.name)
         if config is None:
+            if isinstance(layer, Dropout):  # TF-MOT's registry knows Keras' own Dropout class only
+                return keras.layers.Dropout.from_config(layer.get_config())
             return layer
         return q.quantize_annotate_layer(layer, config)
 

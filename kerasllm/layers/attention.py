@@ -47,6 +47,48 @@ def check_attention_type(attention_type, attention_window, global_tokens, where)
         raise ValueError(f"{where}: {problem[0]}={values[problem[0]]!r} is invalid: {problem[1]}")
 
 
+def _masked_softmax(scores, mask, values):
+    """Attention weights and values with masked keys left out, and the weight left per row.
+
+    Returns ``(weights, values, total)``: the softmax of ``scores`` with masked keys
+    set to large negative values (``MASK_VALUE``); ``values`` with the rows of the
+    keys that every query has masked (padding) set to 0; and ``total``, the weight of
+    the other keys per query (``[..., q, 1]``). Attention is ``weights @ values /
+    total``. Without a mask: ``(softmax(scores), values, None)``.
+
+    In float the softmax already gives masked keys a weight of exactly 0 and
+    ``total`` is 1 up to rounding. In a full-integer TFLite model it does not: the
+    scores are quantized to their calibrated range, which clamps the masked value
+    to the lowest calibrated score, so a padded key would keep a small weight. The
+    padded keys are therefore removed on the value side (a select, whose range is
+    that of the values) and ``total`` (a matmul of the weights, which keep the
+    softmax's fixed output scale, with the 0/1 key mask) renormalises; zeroing the
+    weights themselves would give them a calibrated range that clamps short rows. A
+    sequence whose keys are all masked keeps every key (never NaN).
+
+    Args:
+        scores: float ``[b, h, q, k]`` attention logits.
+        mask: boolean ``[b, 1|h, q|1, k]`` (True = may attend), or ``None``.
+        values: ``[b, h, k, d]``.
+
+    Example:
+
+    >>> weights, values, total = _masked_softmax(
+    ...     tf.constant([[[[1.0, 2.0, 3.0]]]]), tf.constant([[[[True, True, False]]]]), tf.ones([1, 1, 3, 1]))
+    >>> (weights.numpy().round(3), values.numpy()[0, 0, :, 0], total.numpy().round(3))
+    (array([[[[0.269, 0.731, 0.   ]]]], dtype=float32), array([1., 1., 0.], dtype=float32), array([[[[1.]]]], dtype=float32))
+    """
+    if mask is None:
+        return tf.nn.softmax(scores, axis=-1), values, None
+    weights = tf.nn.softmax(tf.where(mask, scores, tf.constant(_MASK_VALUE, scores.dtype)), axis=-1)
+    # On the (small, broadcast) mask: the keys some query may see, as a column [b, 1|h, k, 1].
+    keys = tf.reduce_any(mask, axis=-2)
+    keys = tf.expand_dims(tf.logical_or(keys, tf.logical_not(tf.reduce_any(keys, axis=-1, keepdims=True))), -1)
+    values = tf.where(keys, values, tf.zeros([], values.dtype))
+    total = tf.matmul(weights, tf.where(keys, tf.ones([], weights.dtype), tf.zeros([], weights.dtype)))
+    return weights, values, total
+
+
 def _heads_first(x):
     """``[b, t, h, d]`` -> ``[b, h, t, d]``."""
     return tf.transpose(x, [0, 2, 1, 3])
@@ -382,11 +424,11 @@ class MultiHeadAttention(keras.layers.Layer):
             scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32)
             if attention_bias is not None:
                 scores = scores + tf.cast(attention_bias, tf.float32)
-            if mask is not None:
-                scores = tf.where(mask, scores, tf.constant(_MASK_VALUE, tf.float32))
-            probs = tf.nn.softmax(scores, axis=-1)
+            probs, v, total = _masked_softmax(scores, mask, v)
             dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
             context_out = tf.matmul(dropped, v)
+            if total is not None:
+                context_out = context_out / tf.cast(total, context_out.dtype)
         shape = tf.shape(context_out)
         context_out = tf.reshape(
             _heads_first(context_out), [shape[0], shape[2], self.num_heads * self.head_dim]
