@@ -101,6 +101,7 @@ def _kerasllm_worker(args, shape):
 
     layers, hidden, heads, ffn, vocab, batch, length = shape
     training.set_seed(0)
+    training.set_mixed_precision(args.mixed_precision)
     config = get_preset(
         "bert-base", num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=ffn, vocab_size=vocab,
         max_position=max(512, length),
@@ -108,7 +109,8 @@ def _kerasllm_worker(args, shape):
     if args.attention_type != "full":
         config = config.replace(attention_type=args.attention_type, attention_window=args.attention_window)
     model = token_classifier(config, NUM_LABELS)
-    optimizer = training.create_optimizer(1e-4, num_train_steps=10_000, warmup_steps=10, weight_decay=0.01)
+    optimizer = training.create_optimizer(1e-4, num_train_steps=10_000, warmup_steps=10, weight_decay=0.01,
+                                          lazy_sparse_updates=args.lazy_sparse_updates)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -129,11 +131,13 @@ def _keras_hub_worker(args, shape):
 
     layers, hidden, heads, ffn, vocab, batch, length = shape
     keras.utils.set_random_seed(0)
+    if args.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=vocab, num_layers=layers, num_heads=heads, hidden_dim=hidden, intermediate_dim=ffn,
         max_sequence_length=max(512, length), dropout=0.1,
     )
-    logits = keras.layers.Dense(NUM_LABELS)(backbone.output["sequence_output"])
+    logits = keras.layers.Dense(NUM_LABELS, dtype="float32")(backbone.output["sequence_output"])
     model = keras.Model(backbone.input, logits)
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.01, epsilon=1e-6, clipnorm=1.0),
@@ -161,6 +165,8 @@ def _hf_worker(args, shape):
     )
     model = transformers.BertForTokenClassification(config)
     ids, labels = _random_batch(shape)
+    low = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.mixed_precision)
+    autocast = torch.autocast("cpu", dtype=low or torch.bfloat16, enabled=low is not None)
     batch_in = {
         "input_ids": torch.from_numpy(ids).long(),
         "attention_mask": torch.ones(ids.shape, dtype=torch.long),
@@ -172,7 +178,8 @@ def _hf_worker(args, shape):
         target = torch.from_numpy(labels).long()
 
         def step():
-            loss = model(**batch_in, labels=target).loss
+            with autocast:
+                loss = model(**batch_in, labels=target).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -182,11 +189,14 @@ def _hf_worker(args, shape):
     model.eval()
 
     def forward():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             model(**batch_in)
 
     return _time_calls(forward, args.steps, args.warmup)
 
+
+PRECISIONS = ("none", "bfloat16", "float16")
+PRECISION_LABELS = {"none": "", "bfloat16": " bf16", "float16": " fp16"}
 
 WORKERS = {"kerasllm": _kerasllm_worker, "keras_hub": _keras_hub_worker, "hf": _hf_worker}
 
@@ -202,6 +212,8 @@ def worker_main(argv):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--attention-type", default="full")
     parser.add_argument("--attention-window", type=int, default=256)
+    parser.add_argument("--mixed-precision", choices=PRECISIONS, default="none")
+    parser.add_argument("--lazy-sparse-updates", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     times = WORKERS[args.framework](args, SHAPES[args.shape])
@@ -212,16 +224,49 @@ def worker_main(argv):
 # ----------------------------------------------------------------------------- driver
 
 
-def matmul_ceiling(size=2048, repeats=5):
-    """Best float32 NumPy ``size^3`` matmul rate in GFLOP/s (the MFU denominator)."""
+def _ceiling_worker(size=2048, repeats=5):
+    """``{"float32": GFLOP/s, "kernel": ..., "bfloat16": GFLOP/s}`` of ``size^3`` matmuls, printed as JSON.
+
+    float32 is NumPy's (OpenBLAS) product; bfloat16 is TensorFlow's (oneDNN) product
+    of bfloat16 matrices, the type mixed-precision training multiplies in.
+    """
     import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.random((size, size), dtype=np.float32)
     b = rng.random((size, size), dtype=np.float32)
     a @ b
-    best = min(_time_calls(lambda: a @ b, repeats, 0))
-    return 2 * size**3 / best / 1e9
+    result = {"float32": 2 * size**3 / min(_time_calls(lambda: a @ b, repeats, 0)) / 1e9}
+    try:
+        from threadpoolctl import threadpool_info
+
+        result["kernel"] = ", ".join(
+            f"{i.get('internal_api')} {i.get('architecture')}" for i in threadpool_info() if i.get("user_api") == "blas"
+        )
+    except ImportError:
+        result["kernel"] = "?"
+    import tensorflow as tf
+
+    x, y = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
+    product = tf.function(tf.matmul)
+    product(x, y).numpy()
+    result["bfloat16"] = 2 * size**3 / min(_time_calls(lambda: product(x, y).numpy(), repeats, 0)) / 1e9
+    print(json.dumps(result))
+
+
+def matmul_ceiling():
+    """The matmul ceilings of :func:`_ceiling_worker`, measured in a fresh process.
+
+    The process runs without ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``: some
+    machines set them to pin OpenBLAS to an older kernel (Haswell's AVX2 on an
+    AVX-512 CPU: half the rate), which would understate the hardware's ceiling and
+    overstate every MFU.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "ceiling"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def flops_per_token(shape_name, mode):
@@ -264,6 +309,7 @@ def run_worker(python, framework, mode, shape, args, xla=False, pythonpath=None,
 
 def common_arguments(parser):
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case (median reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every case, round-robin (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, compilation)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
     parser.add_argument("--bert-base", action="store_true", help="also BERT-base at length 128 and 512 (slow)")
@@ -273,6 +319,14 @@ def common_arguments(parser):
     parser.add_argument("--skip-keras-hub", action="store_true")
     parser.add_argument("--no-xla", action="store_true", help="leave out the XLA rows")
     parser.add_argument(
+        "--lazy-sparse-updates", action="store_true",
+        help="add kerasllm rows whose AdamW updates only the embedding rows a step looked up",
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS, default=["none"],
+        help="compute types to run every framework in (none = float32; bfloat16/float16 = mixed precision)",
+    )
+    parser.add_argument(
         "--kerasllm-src", action="append", default=[], metavar="LABEL=DIR",
         help="also run kerasllm from another source tree (e.g. a `git archive` of an older commit)",
     )
@@ -280,21 +334,31 @@ def common_arguments(parser):
 
 
 def _cases(args):
-    """``(label, framework, xla, pythonpath)`` rows in table order."""
+    """``(label, framework, xla, pythonpath, precision)`` rows in table order.
+
+    Every framework runs in each of ``--precisions`` (mixed precision: float32
+    weights, the given compute type); a row's label carries " bf16"/" fp16".
+    """
     xlas = (False,) if args.no_xla else (False, True)
-    cases = [(f"kerasllm{' XLA' if x else ''}", "kerasllm", x, None) for x in xlas]
-    for spec in args.kerasllm_src:
-        label, _, folder = spec.partition("=")
-        if not folder:
-            raise SystemExit(f"--kerasllm-src {spec!r}: expected LABEL=DIR")
-        cases += [(f"kerasllm {label}{' XLA' if x else ''}", "kerasllm", x, os.path.abspath(folder)) for x in xlas]
-    if not args.skip_keras_hub:
-        cases += [(f"KerasHub{' XLA' if x else ''}", "keras_hub", x, None) for x in xlas]
-    if not args.skip_hf:
-        if os.path.exists(args.hf_python):
-            cases.append(("Transformers (PyTorch)", "hf", False, None))
-        else:
-            print(f"note: {args.hf_python} not found: no Transformers row", file=sys.stderr)
+    cases = []
+    for precision in args.precisions:
+        tag = PRECISION_LABELS[precision]
+        cases += [(f"kerasllm{tag}{' XLA' if x else ''}", "kerasllm", x, None, precision) for x in xlas]
+        if args.lazy_sparse_updates:  # graph mode only: under XLA the embedding gradient is dense
+            cases.append((f"kerasllm{tag} lazy", "kerasllm", False, None, precision))
+        for spec in args.kerasllm_src:
+            label, _, folder = spec.partition("=")
+            if not folder:
+                raise SystemExit(f"--kerasllm-src {spec!r}: expected LABEL=DIR")
+            cases += [(f"kerasllm {label}{tag}{' XLA' if x else ''}", "kerasllm", x, os.path.abspath(folder), precision)
+                      for x in xlas]
+        if not args.skip_keras_hub:
+            cases += [(f"KerasHub{tag}{' XLA' if x else ''}", "keras_hub", x, None, precision) for x in xlas]
+        if not args.skip_hf:
+            if os.path.exists(args.hf_python):
+                cases.append((f"Transformers (PyTorch){tag}", "hf", False, None, precision))
+            else:
+                print(f"note: {args.hf_python} not found: no Transformers row", file=sys.stderr)
     return cases
 
 
@@ -303,24 +367,38 @@ def _fmt(value, pattern):
 
 
 def run_table(mode, args):
-    """Measure every case of ``args`` for ``mode`` ("train" or "infer"), print the table, return the rows."""
+    """Measure every case of ``args`` for ``mode`` ("train" or "infer"), print the table, return the rows.
+
+    With ``--repeats N`` every case runs N times, round-robin over the cases (so a
+    slow spell of the machine falls on all of them alike), and a row reports the
+    median of its runs' tokens/s with the lowest and highest.
+    """
     shapes = args.shapes or (list(SHAPES) if args.bert_base else ["minilm-128"])
     load = os.getloadavg()[0]
     ceiling = matmul_ceiling()
     results = []
     for shape in shapes:
         flops = flops_per_token(shape, mode)
-        for label, framework, xla, path in _cases(args):
-            python = args.hf_python if framework == "hf" else sys.executable
-            print(f"  {shape}: {label} ...", file=sys.stderr, flush=True)
-            measured = run_worker(python, framework, mode, shape, args, xla=xla, pythonpath=path)
-            row = {"shape": shape, "case": label, "framework": framework, "xla": xla, "flops_per_token": flops}
-            if isinstance(measured, str):
-                row["error"] = measured
-            else:
-                row.update(measured)
-            results.append(row)
-    ceiling = max(ceiling, matmul_ceiling())
+        cases = _cases(args)
+        rows = [{"shape": shape, "case": label, "framework": framework, "xla": xla, "precision": precision,
+                 "source": path, "flops_per_token": flops, "runs": []} for label, framework, xla, path, precision in cases]
+        for repeat in range(args.repeats):
+            for row, (label, framework, xla, path, precision) in zip(rows, cases):
+                python = args.hf_python if framework == "hf" else sys.executable
+                print(f"  {shape}: {label} (run {repeat + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
+                extra = ("--mixed-precision", precision) + (("--lazy-sparse-updates",) if label.endswith(" lazy") else ())
+                measured = run_worker(python, framework, mode, shape, args, xla=xla, pythonpath=path, extra=extra)
+                if isinstance(measured, str):
+                    row["error"] = measured
+                else:
+                    row["runs"].append(measured["tokens_per_sec"])
+        for row in rows:
+            if row["runs"]:
+                row.pop("error", None)
+                row["tokens_per_sec"] = statistics.median(row["runs"])
+        results += rows
+    again = matmul_ceiling()
+    ceiling = {k: (max(v, again[k]) if isinstance(v, float) else v) for k, v in ceiling.items()}
     load = max(load, os.getloadavg()[0])
     _print_table(mode, results, ceiling, load)
     if args.json:
@@ -336,22 +414,30 @@ def _anchor(rows, shape, label):
     return None
 
 
+def mfu(row, ceiling, own_type=False):
+    """Achieved model GFLOP/s of ``row`` over the float32 ceiling (or, ``own_type``, its compute type's)."""
+    key = row.get("precision", "none") if own_type else "none"
+    peak = ceiling.get({"none": "float32"}.get(key, key))
+    return None if not peak or "tokens_per_sec" not in row else row["tokens_per_sec"] * row["flops_per_token"] / 1e9 / peak
+
+
 def _print_table(mode, rows, ceiling, load):
     what = "training (AdamW step)" if mode == "train" else "inference (forward)"
     print(
         f"\n{what} tokens/s of a token classifier, random weights, one fixed batch without padding; "
-        f"median of the timed steps.\nNumPy float32 matmul ceiling {ceiling:.1f} GFLOP/s; "
+        f"median of the timed steps.\nMatmul ceilings (2048^3): float32 {ceiling['float32']:.1f} GFLOP/s "
+        f"(NumPy, {ceiling.get('kernel', '?')}), bfloat16 {ceiling['bfloat16']:.1f} GFLOP/s (TensorFlow/oneDNN); "
         f"1-minute load average up to {load:.1f} on {os.cpu_count()} CPUs.\n"
     )
     header = (
-        f"{'shape':<14} | {'case':<24} | {'tokens/s':>9} | {'x KerasHub':>10} | {'x KerasHub XLA':>14} | "
-        f"{'x Transformers':>14} | {'GFLOP/s':>8} | {'MFU':>6}"
+        f"{'shape':<14} | {'case':<28} | {'tokens/s':>9} | {'x KerasHub':>10} | {'x KerasHub XLA':>14} | "
+        f"{'x Transformers':>14} | {'GFLOP/s':>8} | {'MFU':>6} | {'MFU own type':>12} | runs: low-high"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:<14} | {r['case']:<24} | {r['error']}")
+            print(f"{r['shape']:<14} | {r['case']:<28} | {r['error']}")
             continue
         tps = r["tokens_per_sec"]
         ratios = [
@@ -363,18 +449,23 @@ def _print_table(mode, rows, ceiling, load):
         ]
         achieved = tps * r["flops_per_token"] / 1e9
         print(
-            f"{r['shape']:<14} | {r['case']:<24} | {tps:>9.0f} | {_fmt(ratios[0], '>10.2f')} | "
-            f"{_fmt(ratios[1], '>14.2f')} | {_fmt(ratios[2], '>14.2f')} | {achieved:>8.1f} | {achieved / ceiling:>6.1%}"
+            f"{r['shape']:<14} | {r['case']:<28} | {tps:>9.0f} | {_fmt(ratios[0], '>10.2f')} | "
+            f"{_fmt(ratios[1], '>14.2f')} | {_fmt(ratios[2], '>14.2f')} | {achieved:>8.1f} | "
+            f"{_fmt(mfu(r, ceiling), '>6.1%')} | {_fmt(mfu(r, ceiling, own_type=True), '>12.1%')} | "
+            f"{min(r['runs']):.0f}-{max(r['runs']):.0f} ({len(r['runs'])})"
         )
     print(
         "\nFLOPs per token from kerasllm.models.summary (multiply-add = 2"
         + ("; training = 3x forward" if mode == "train" else "")
-        + "); MFU = achieved GFLOP/s / matmul ceiling."
+        + "); MFU = achieved GFLOP/s / float32 matmul ceiling; MFU own type: over the ceiling of the row's "
+        "compute type (bfloat16 rows: the bfloat16 ceiling). x ratios compare every row with the float32 anchors."
     )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "ceiling":
+        _ceiling_worker()
     else:
         raise SystemExit("run bench/train_throughput.py or bench/infer_throughput.py")

@@ -27,7 +27,7 @@ def main():
     print()
     for shape in sorted({r["shape"] for r in rows}):
         found = {r["case"]: r for r in rows if r["shape"] == shape and "tokens_per_sec" in r}
-        best = max((r for c, r in found.items() if c in ("kerasllm", "kerasllm XLA")),
+        best = max((r for r in found.values() if r["framework"] == "kerasllm" and not r.get("source")),
                    key=lambda r: r["tokens_per_sec"], default=None)
         hf = found.get("Transformers (PyTorch)")
         if best and hf:

@@ -31,8 +31,11 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--no-xla", action="store_true",
+                        help="profile the graph-mode step instead (TensorFlow ops, summed by op type)")
+    parser.add_argument("--mixed-precision", default="none", choices=("none", "bfloat16", "float16"))
     args = parser.parse_args()
-    if "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
+    if not args.no_xla and "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
         print("note: XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true is not set: XLA records no thunks", file=sys.stderr)
 
     import numpy as np
@@ -44,6 +47,7 @@ def main():
     from kerasllm.models import get_preset, token_classifier
 
     training.set_seed(0)
+    training.set_mixed_precision(args.mixed_precision)
     config = get_preset(
         "bert-base", num_layers=6, hidden_size=384, num_heads=12, intermediate_size=1536, vocab_size=30522,
         max_position=512, dropout=args.dropout, attention_dropout=args.dropout,
@@ -52,7 +56,7 @@ def main():
     model.compile(
         optimizer=training.create_optimizer(1e-4, num_train_steps=10_000, warmup_steps=10, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=not args.no_xla,
     )
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 30522, (16, 128)).astype("int32")
@@ -75,13 +79,19 @@ def main():
     for plane in space.planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
         for line in plane.lines:
-            if "Eigen" not in line.name:  # XLA's CPU thunks run on the Eigen thread pool
+            if args.no_xla:
+                if not line.name.startswith("tf_"):  # the executor's compute threads: one event per op
+                    continue
+            elif "Eigen" not in line.name:  # XLA's CPU thunks run on the Eigen thread pool
                 continue
             for event in line.events:
                 name = names.get(event.metadata_id, "?")
                 if name.startswith(("ThunkExecutor", "SlinkyThreadPool")) or name.startswith("call"):
                     continue  # containers of the thunks below
-                base = re.sub(r"[._]\d+$", "", name)
+                if args.no_xla:
+                    base = name.rsplit(":", 1)[-1]  # "scope/op_name:OpType" -> the op type
+                else:
+                    base = re.sub(r"[._]\d+$", "", name)
                 per_name[base] += event.duration_ps / 1e9 / args.steps
                 calls[base] += 1 / args.steps
     total = sum(per_name.values())

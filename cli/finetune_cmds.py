@@ -37,6 +37,8 @@ SHARED_HELP = {
     "quantize": f"TFLite quantization: {', '.join(QUANTIZE)}.",
     "mixed_precision": f"{', '.join(MIXED_PRECISION)} (auto: bfloat16 on a TPU, none elsewhere).",
     "xla": "Compile the train step with XLA; batches are padded to a few shapes (a multiple of 16 sub-words, or of max-length/8), one compiled program each.",
+    "lazy_embedding_updates": "AdamW updates only the embedding rows a batch looked up (LazyAdam); graph mode only "
+    "(under --xla the embedding gradient is dense).",
     "static_shapes": "Pad every batch to [batch-size, max-length] (the last one with rows that do not count) so "
     "XLA/TPU compile one step; always on with a TPU.",
     "steps_per_execution": "Training steps per tf.function call (0: 32 on a TPU, 1 elsewhere).",

@@ -255,6 +255,48 @@ def test_qat_float_copy_holds_the_trained_weights(trained_qat):
     assert not np.allclose(qkv, model.get_layer("encoder_layer_0").attention.qkv_kernel.numpy())
 
 
+def _range(qat_layer, name):
+    """``(min, max)`` of the range variables ``name_min``/``name_max`` of a QAT wrapper."""
+    found = {w.name.split("/")[-1].split(":")[0]: float(w.numpy()) for w in qat_layer.weights
+             if w.name.split("/")[-1].split(":")[0] in (f"{name}_min", f"{name}_max")}
+    return found[f"{name}_min"], found[f"{name}_max"]
+
+
+def test_qat_quantizes_every_tensor_between_matmuls():
+    model = tiny_classifier(8)
+    every = compression.fake_quant_count(compression.quantize_model(model, activations="all"))
+    outputs = compression.fake_quant_count(compression.quantize_model(model, activations="outputs"))
+    # Per block, "all" adds 6 attention tensors, 2 layer-norm outputs, 2 residual sums and the
+    # FFN output, and drops the block-output quantizer (the last layer norm's output is it).
+    assert every - outputs == model.kerasllm_config.num_layers * (6 + 2 + 2 + 1 - 1)
+    with pytest.raises(ValueError, match="activations="):
+        compression.quantize_model(model, activations="some")
+
+
+def test_int8_tflite_takes_the_qat_ranges(tmp_path):
+    from ai_edge_litert import interpreter as litert
+
+    from kerasllm.export import export_tflite
+
+    qat = compression.quantize_model(tiny_classifier(9))
+    wrapper = qat.get_layer("quant_encoder_layer_1")
+    ranges = {"attention_qp_scores": (-1.7, 2.3), "attention_qp_output": (-0.9, 1.1),
+              "qp_attention_residual": (-5.1, 4.7), "ffn_norm_qp_output": (-3.3, 3.9)}
+    for w in wrapper.weights:  # distinct, known ranges, as training would leave them
+        key = w.name.split("/")[-1].split(":")[0]
+        for name, (low, high) in ranges.items():
+            if key in (f"{name}_min", f"{name}_max"):
+                w.assign(low if key.endswith("_min") else high)
+    for name, want in ranges.items():
+        assert _range(wrapper, name) == pytest.approx(want), name
+    batches = [batch(seed)[0] for seed in (21, 22)]
+    report = export_tflite(qat, tmp_path / "qat.tflite", quantize="int8", representative_data=batches)
+    interpreter = litert.Interpreter(model_path=report.path)
+    scales = np.array([t["quantization"][0] for t in interpreter.get_tensor_details() if t["dtype"] == np.int8])
+    for name, (low, high) in ranges.items():  # each range became an int8 tensor's scale
+        assert np.min(np.abs(scales / ((high - low) / 255) - 1)) < 1e-4, name
+
+
 @pytest.mark.parametrize("preserve", [True, False])
 def test_pruning_preserving_qat_keeps_the_zeros(pruned_60, preserve):
     _, _, sparse = pruned_60

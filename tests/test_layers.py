@@ -48,8 +48,9 @@ def test_unknown_activation_names_allowed_values():
         get_activation("swish")
 
 
+@pytest.mark.parametrize("training", [False, True])  # training skips the renormalisation int8 needs
 @pytest.mark.parametrize("masking", ["none", "padding", "causal", "padding+causal", "bias", "full3d"])
-def test_self_attention_matches_reference(masking):
+def test_self_attention_matches_reference(masking, training):
     x = _inputs()
     layer = MultiHeadAttention(H)
     layer(x)
@@ -68,7 +69,7 @@ def test_self_attention_matches_reference(masking):
         full[:, np.arange(T), np.arange(T)] = True  # every query keeps at least itself
         kwargs["attention_mask"] = full
         mask = full[:, None]
-    out, probs = layer(x, return_attention_scores=True, **kwargs)
+    out, probs = layer(x, return_attention_scores=True, training=training, **kwargs)
     want, want_probs = ref.attention(x.astype(np.float64), x.astype(np.float64), ref.attention_weights(layer), H, mask, bias, causal)
     assert _max_err(out, want) < TOL
     assert _max_err(probs, want_probs) < TOL

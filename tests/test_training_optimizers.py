@@ -189,6 +189,45 @@ def test_clipping_sees_an_embedding_gradient_summed_over_duplicate_rows(clip):
     assert np.max(np.abs(unclipped - want)) > 1e-2
 
 
+def _numpy_lazy_adamw(table, steps, lr, wd, b1=0.9, b2=0.999, eps=1e-6):
+    """LazyAdam with decoupled decay, float64: only the rows a step's gradient lists move."""
+    w = table.astype(np.float64)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, (rows, values) in enumerate(steps, start=1):
+        g = np.zeros_like(w)
+        np.add.at(g, rows, values)  # duplicates summed
+        seen = np.unique(rows)
+        m[seen] = b1 * m[seen] + (1 - b1) * g[seen]
+        v[seen] = b2 * v[seen] + (1 - b2) * g[seen] ** 2
+        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        w[seen] = w[seen] - lr * wd * w[seen] - alpha * m[seen] / (np.sqrt(v[seen]) + eps)
+    return w, m, v
+
+
+def test_lazy_sparse_updates_move_only_the_looked_up_rows():
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=(6, 3)).astype(np.float32)
+    table = tf.Variable(start, name="token_embeddings")
+    steps = [(np.array([1, 3, 1]), rng.normal(size=(3, 3))), (np.array([3, 4]), rng.normal(size=(2, 3)))]
+    opt = create_optimizer(0.1, 10, weight_decay=0.2, schedule="constant", lazy_sparse_updates=True,
+                           global_clipnorm=None)
+    for rows, values in steps:
+        grad = tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows), tf.constant([6, 3]))
+        opt.apply_gradients([(grad, table)])
+    want, want_m, _ = _numpy_lazy_adamw(start, steps, lr=0.1, wd=0.2)
+    np.testing.assert_allclose(table.numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(table.numpy()[[0, 2, 5]], start[[0, 2, 5]])  # never looked up: untouched
+    np.testing.assert_allclose(opt._momentums[0].numpy(), want_m, rtol=1e-5, atol=1e-7)
+    # The dense (Keras) update decays every row: row 0 would have moved.
+    dense = tf.Variable(start)
+    dense_opt = create_optimizer(0.1, 10, weight_decay=0.2, schedule="constant", global_clipnorm=None)
+    for rows, values in steps:
+        dense_opt.apply_gradients([(tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows),
+                                                      tf.constant([6, 3])), dense)])
+    assert np.max(np.abs(dense.numpy()[0] - start[0])) > 1e-3
+    assert create_optimizer(0.1, 10, lazy_sparse_updates=True).get_config()["lazy_sparse_updates"] is True
+
+
 # --------------------------------------------------------------------------- gradient accumulation
 
 

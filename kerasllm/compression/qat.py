@@ -1,7 +1,14 @@
 """Quantization-aware training (TF-MOT) over kerasllm's own layers, and its int8 TFLite export.
 
 :func:`quantize_model` annotates every kerasllm layer with a ``QuantizeConfig``
-from this module (``Dense`` heads included) and applies TF-MOT's ``quantize_apply``. What each config fake-quantizes during training:
+from this module (``Dense`` heads included) and applies TF-MOT's ``quantize_apply``.
+Activation ranges start at TF-MOT's [-6, 6] and follow a moving average (decay
+0.999), so over a short fine-tune they stay narrow and clip the outliers of BERT's
+residual stream, which the model learns around. Setting every range from data
+before training instead (the mean per-batch min/max over 32 batches) gave the worse
+int8 model on MiniLM fine-tuned on WNUT-17: test entity F1 33.94 against 39.67,
+one QAT epoch each (bench/README.md).
+What each config fake-quantizes during training:
 
 ==========================  ===========================================================
 part of the model           during QAT
@@ -9,31 +16,40 @@ part of the model           during QAT
 attention projections       8-bit weights (fused ``qkv_kernel``, cross-attention
 (dense, as one matmul)      ``query_kernel``/``kv_kernel``, ``output_kernel``):
                             symmetric, per tensor, narrow range [-127, 127]
+attention tensors           8-bit (moving-average ranges): the projection output, the
+                            scaled queries, the scores ``QK^T``, the weighted values
+                            ``probs @ V``, the renormalised context and the output
+                            projection (the ``QUANT_POINTS`` of ``MultiHeadAttention``)
 feed-forward kernels        8-bit weights, same scheme (both ``Dense`` or
                             :class:`LowRankDense` factors)
-feed-forward activation     8-bit input and output of GELU/ReLU (moving-average ranges);
-                            ``gelu_tanh`` is kept float (TF-MOT knows no such activation)
-block / embedding outputs   8-bit (moving-average ranges): every tensor between layers
-embedding tables            8-bit weights (token, position, segment)
+feed-forward tensors        8-bit input and output of GELU/ReLU, the second
+                            projection's output (``gelu_tanh`` is kept float: TF-MOT
+                            knows no such activation)
+residual sums, layer norms  8-bit: each residual sum and each layer norm's output
+embedding tables            8-bit weights (token, position, segment) and the (normed)
+                            embedding output
 Dense heads, pooler         8-bit weights and outputs
 biases                      kept float (the converter makes them int32)
-layer norms                 kept float
-attention score einsums     kept float (``QK^T`` and ``probs @ V`` inputs)
-softmax                     kept float
+inside a layer norm         kept float (mean, variance, reciprocal square root)
+softmax                     kept float (TFLite's int8 softmax has a fixed output
+                            scale of 1/256)
 ==========================  ===========================================================
 
-The "kept float" parts have no fake-quant op because they run inside a layer's
-``call`` where no wrapper can reach them; the int8 converter
-(:func:`kerasllm.export.export_tflite` with ``quantize="int8"``) gives them
-ranges calibrated on representative data, so the TFLite model is full integer
-wherever TFLite has an int8 kernel.
+So every tensor between two matrix products that the int8 model stores in 8 bits
+is fake-quantized with the range the converter will use: the converter
+(:func:`kerasllm.export.export_tflite` with ``quantize="int8"``) takes the trained
+ranges of these tensors and calibrates only the "kept float" ones on
+representative data, giving a full-integer model wherever TFLite has an int8 kernel.
+Pruning-preserving QAT (``preserve_sparsity=True``) multiplies every weight by a
+fixed 0/1 mask of its non-zero entries before fake quantization, so pruned weights
+get no gradient, stay exactly zero through QAT and are zero in the int8 file. This
+is what TF-MOT's ``Default8BitPrunePreserveQuantizeScheme`` does for built-in
+``Dense``/``Conv`` layers; that scheme's registry does not reach custom layers, so
+kerasllm's weight quantizer carries the mask itself.
 
-With ``preserve_sparsity=True`` (pruning-preserving QAT) every weight is multiplied
-by a fixed 0/1 mask of its non-zero entries before fake quantization, so pruned
-weights get no gradient, stay exactly zero through QAT and are zero in the int8
-file. This is what TF-MOT's ``Default8BitPrunePreserveQuantizeScheme`` does for
-built-in ``Dense``/``Conv`` layers; that scheme's registry does not reach custom
-layers, so kerasllm's weight quantizer carries the mask itself.
+Weights are per tensor, not per output channel: with a per-channel range on a
+``[in, out]`` kernel the converter fails ("'tfl.transpose' op has mismatched
+quantized axes"), because FULLY_CONNECTED stores the kernel transposed.
 """
 import numpy as np
 import tensorflow as tf
@@ -91,23 +107,88 @@ class _WeightQuantizer(_quantizers().LastValueQuantizer):
         return {**super().get_config(), "weight_name": self.weight_name, "preserve_sparsity": self.preserve_sparsity}
 
 
-def _activation_quantizer():
-    return _quantizers().MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+class _RangeQuantizer(_quantizers().MovingAverageQuantizer):
+    """TF-MOT's 8-bit asymmetric moving-average activation quantizer, its range named after ``point``.
+
+    TF-MOT builds an activation's range variables under the fixed name
+    ``post_activation``; a layer with several quantized tensors needs one name
+    each, so ``point`` (the tensor's attribute path) names them.
+    """
+
+    def __init__(self, point=None, **kwargs):
+        kwargs = {"num_bits": 8, "per_axis": False, "symmetric": False, "narrow_range": False, **kwargs}
+        super().__init__(**kwargs)
+        self.point = point
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, (self.point or name).replace(".", "_"), layer)
+
+    def get_config(self):
+        return {**super().get_config(), "point": self.point}
+
+
+def _activation_quantizer(point=None):
+    return _RangeQuantizer(point)
+
+
+def _point_paths(layer, prefix=""):
+    """Paths of the tensors inside ``layer`` fake-quantized at their source (see the module table).
+
+    Every :class:`~kerasllm.layers._utils.QuantPoints` point of the layer and its
+    attention, layer-norm sublayers, and the output of the feed-forward's second
+    projection (and of each low-rank factor's inner product).
+    """
+    from kerasllm.compression.lowrank import LowRankDense
+    from kerasllm.layers import FeedForward, MultiHeadAttention
+    from kerasllm.layers._utils import QuantPoints
+
+    paths = []
+    if isinstance(layer, QuantPoints):
+        points = layer.QUANT_POINTS
+        if isinstance(layer, MultiHeadAttention) and not layer.cross_attention:
+            points = [p for p in points if p != "kv"]
+        if not isinstance(layer, MultiHeadAttention) and not isinstance(layer, keras.layers.LayerNormalization):
+            has = {"cross_attention_residual": getattr(layer, "cross_attention", None) is not None}
+            points = [p for p in points if has.get(p, True)]
+        paths += [f"{prefix}qp_{p}" for p in points]
+    for name in ("attention", "cross_attention", "attention_norm", "cross_attention_norm", "ffn_norm"):
+        sub = getattr(layer, name, None)
+        if isinstance(sub, QuantPoints):
+            paths += _point_paths(sub, f"{prefix}{name}.")
+    ffn = layer if isinstance(layer, FeedForward) else getattr(layer, "ffn", None)
+    if isinstance(ffn, FeedForward):
+        ffn_prefix = prefix if ffn is layer else f"{prefix}ffn."
+        out = ffn.output_dense
+        if isinstance(out, LowRankDense):
+            paths += [f"{ffn_prefix}output_dense.down.activation", f"{ffn_prefix}output_dense.up.activation"]
+        else:
+            paths.append(f"{ffn_prefix}output_dense.activation")
+        if isinstance(ffn.intermediate, LowRankDense):
+            paths.append(f"{ffn_prefix}intermediate.down.activation")
+    return paths
 
 
 class _KerasllmQuantizeConfig(_q().QuantizeConfig):
-    """Fake-quantizes a layer's projection kernels, its FFN activation and its output (see the module table)."""
+    """Fake-quantizes a layer's projection kernels, its FFN activation and its internal tensors (see the module table)."""
 
     include_embeddings = False
     quantize_activation = True
+    quantize_points = True
+    quantize_output = False
 
-    def __init__(self, preserve_sparsity=False):
+    def __init__(self, preserve_sparsity=False, activations="all"):
         self.preserve_sparsity = bool(preserve_sparsity)
+        if activations not in ACTIVATION_MODES:
+            raise ValueError(f"activations={activations!r}; allowed values: {list(ACTIVATION_MODES)}")
+        self.activations = activations
+        if activations == "outputs" and type(self).quantize_points:
+            # Only the layer's output (and FFN activation) instead of every internal tensor.
+            self.quantize_points, self.quantize_output = False, True
 
     def weight_paths(self, layer):
         return projection_paths(layer, include_embeddings=self.include_embeddings)
 
-    def activation_paths(self, layer):
+    def _activation_fn_paths(self, layer):
         ffn = getattr(layer, "ffn", layer)
         fn = getattr(ffn, "_activation_fn", None)
         if not self.quantize_activation or fn is None:
@@ -116,13 +197,20 @@ class _KerasllmQuantizeConfig(_q().QuantizeConfig):
         prefix = "" if ffn is layer else "ffn."
         return [prefix + "_activation_fn"] if name in _QUANTIZABLE_ACTIVATIONS else []
 
+    def activation_paths(self, layer):
+        return self._activation_fn_paths(layer) + (_point_paths(layer) if self.quantize_points else [])
+
     def get_weights_and_quantizers(self, layer):
         return [
             (resolve(layer, path), _WeightQuantizer(path, self.preserve_sparsity)) for path in self.weight_paths(layer)
         ]
 
     def get_activations_and_quantizers(self, layer):
-        return [(resolve(layer, path), _activation_quantizer()) for path in self.activation_paths(layer)]
+        gelu = self._activation_fn_paths(layer)
+        return [
+            (resolve(layer, path), _activation_quantizer(None if path in gelu else path))
+            for path in self.activation_paths(layer)
+        ]
 
     def set_quantize_weights(self, layer, quantize_weights):
         for path, value in zip(self.weight_paths(layer), quantize_weights):
@@ -133,10 +221,12 @@ class _KerasllmQuantizeConfig(_q().QuantizeConfig):
             assign(layer, path, value, track=False)
 
     def get_output_quantizers(self, layer):
-        return [_activation_quantizer()]
+        # A block's output is its last layer norm's (post-LN) or residual sum's (pre-LN)
+        # quantized tensor already.
+        return [_activation_quantizer()] if self.quantize_output else []
 
     def get_config(self):
-        return {"preserve_sparsity": self.preserve_sparsity}
+        return {"preserve_sparsity": self.preserve_sparsity, "activations": self.activations}
 
 
 class TransformerBlockQuantizeConfig(_KerasllmQuantizeConfig):
@@ -159,11 +249,13 @@ class FeedForwardQuantizeConfig(_KerasllmQuantizeConfig):
 class EmbeddingQuantizeConfig(_KerasllmQuantizeConfig):
     """:class:`TransformerEmbedding`: token, position and segment tables and the (normed) output in 8 bits.
 
-    Kept float: the layer norm inside.
+    Kept float during training: the sum of the embeddings and the layer norm inside.
     """
 
     include_embeddings = True
     quantize_activation = False
+    quantize_points = False
+    quantize_output = True
 
     def weight_paths(self, layer):
         from kerasllm.compression._layers import EMBEDDING_TABLES
@@ -175,6 +267,8 @@ class PoolerQuantizeConfig(_KerasllmQuantizeConfig):
     """BERT's :class:`Pooler`: the dense kernel and the tanh output in 8 bits."""
 
     quantize_activation = False
+    quantize_points = False
+    quantize_output = True
 
 
 class DenseQuantizeConfig(_KerasllmQuantizeConfig):
@@ -185,6 +279,9 @@ class DenseQuantizeConfig(_KerasllmQuantizeConfig):
         name = getattr(layer.activation, "__name__", getattr(getattr(layer.activation, "activation", None), "__name__", ""))
         return ["activation"] if name in ("linear", "relu", "gelu", "softmax", "sigmoid", "tanh") else []
 
+    def get_activations_and_quantizers(self, layer):
+        return [(resolve(layer, path), _activation_quantizer()) for path in self.activation_paths(layer)]
+
     def get_output_quantizers(self, layer):
         return []
 
@@ -193,6 +290,8 @@ class LowRankDenseQuantizeConfig(_KerasllmQuantizeConfig):
     """A :class:`LowRankDense` head: both factors and the output in 8 bits."""
 
     quantize_activation = False
+    quantize_points = False
+    quantize_output = True
 
 
 QUANTIZE_CONFIGS = {
@@ -209,7 +308,10 @@ QUANTIZE_CONFIGS = {
 }
 
 
-def _config_for(layer, preserve_sparsity):
+ACTIVATION_MODES = ("all", "outputs")
+
+
+def _config_for(layer, preserve_sparsity, activations="all"):
     """The QuantizeConfig of a kerasllm layer or ``Dense`` head, None for others."""
     from kerasllm.compression.lowrank import LowRankDense
     from kerasllm.layers import FeedForward, MultiHeadAttention, TransformerEmbedding
@@ -224,9 +326,9 @@ def _config_for(layer, preserve_sparsity):
         (LowRankDense, LowRankDenseQuantizeConfig),
     ):
         if isinstance(layer, cls):
-            return config(preserve_sparsity)
+            return config(preserve_sparsity, activations)
     if projection_paths(layer):
-        return TransformerBlockQuantizeConfig(preserve_sparsity)
+        return TransformerBlockQuantizeConfig(preserve_sparsity, activations)
     return None
 
 
@@ -257,16 +359,19 @@ def quantize_scheme():
 
 def quantize_scope():
     """TF-MOT's ``quantize_scope`` with kerasllm's QuantizeConfigs and quantizer (to load QAT models)."""
-    return _q().quantize_scope({**QUANTIZE_CONFIGS, "_WeightQuantizer": _WeightQuantizer})
+    return _q().quantize_scope({**QUANTIZE_CONFIGS, "_WeightQuantizer": _WeightQuantizer, "_RangeQuantizer": _RangeQuantizer})
 
 
-def quantize_model(model, preserve_sparsity=False):
+def quantize_model(model, preserve_sparsity=False, activations="all"):
     """A QAT copy of a kerasllm model: every kerasllm layer and ``Dense`` head wrapped for fake quantization.
 
     Args:
         model: a functional kerasllm model (float32 policy).
         preserve_sparsity: keep the zeros of a pruned model through QAT
             (pruning-preserving QAT).
+        activations: ``"all"``: every tensor between matrix products (see the
+            module table); ``"outputs"``: only each layer's output and the FFN
+            activation (the rest calibrated by the converter alone).
 
     An unannotated layer feeding an annotated one alone (the classifier's dropout)
     gets TF-MOT's output-only config, so its output is fake-quantized too.
@@ -290,7 +395,7 @@ def quantize_model(model, preserve_sparsity=False):
     q = _q()
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ValueError("quantize_model needs a functional tf_keras model (kerasllm builders make those)")
-    configs = {layer.name: _config_for(layer, preserve_sparsity) for layer in model.layers}
+    configs = {layer.name: _config_for(layer, preserve_sparsity, activations) for layer in model.layers}
     if not any(configs.values()):
         raise ValueError(f"model {model.name!r} has no kerasllm or Dense layer to quantize")
 

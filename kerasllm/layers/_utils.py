@@ -101,3 +101,34 @@ def deferred_initialization():
     deferred = DeferredInitializers()
     with tf.variable_creator_scope(deferred):
         yield deferred
+
+
+def _quant_point(x):
+    return x
+
+
+# TF-MOT's QuantizeAwareActivation fake-quantizes the output of an activation whose
+# name is "linear": a quantization-aware copy of a layer swaps its own wrapper in here.
+_quant_point.__name__ = "linear"
+
+
+class QuantPoints:
+    """Named tensors inside a layer that quantization-aware training may fake-quantize.
+
+    Each name in ``QUANT_POINTS`` is an attribute ``qp_<name>``: an identity
+    function (named ``linear``) that ``call`` passes the tensor through, so a plain
+    model computes exactly as without it. :func:`kerasllm.compression.quantize_model`
+    replaces the attribute, in its copy of the layer only, by TF-MOT's
+    fake-quantizing activation, which gives the int8 TFLite converter the trained
+    range of that tensor (see :mod:`kerasllm.compression.qat`).
+    """
+
+    QUANT_POINTS = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.QUANT_POINTS:
+            setattr(cls, "qp_" + name, staticmethod(_quant_point))
+
+    def quant_point(self, name, x):
+        return getattr(self, "qp_" + name, _quant_point)(x)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers._utils import build_sublayer, clone_initializer
+from kerasllm.layers._utils import QuantPoints, build_sublayer, clone_initializer
 from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.local_attention import local_attention
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
@@ -47,7 +47,7 @@ def check_attention_type(attention_type, attention_window, global_tokens, where)
         raise ValueError(f"{where}: {problem[0]}={values[problem[0]]!r} is invalid: {problem[1]}")
 
 
-def _masked_softmax(scores, mask, values):
+def _masked_softmax(scores, mask, values, renormalise=True):
     """Attention weights and values with masked keys left out, and the weight left per row.
 
     Returns ``(weights, values, total)``: the softmax of ``scores`` with masked keys
@@ -66,10 +66,15 @@ def _masked_softmax(scores, mask, values):
     weights themselves would give them a calibrated range that clamps short rows. A
     sequence whose keys are all masked keeps every key (never NaN).
 
+    Training skips that (``renormalise=False``: ``total`` is ``None`` and the
+    values are returned as they are): in float the two agree, and the extra
+    select, matmul and division over every score cost time in each step.
+
     Args:
         scores: float ``[b, h, q, k]`` attention logits.
         mask: boolean ``[b, 1|h, q|1, k]`` (True = may attend), or ``None``.
         values: ``[b, h, k, d]``.
+        renormalise: remove padded keys on the value side and return ``total``.
 
     Example:
 
@@ -81,6 +86,8 @@ def _masked_softmax(scores, mask, values):
     if mask is None:
         return tf.nn.softmax(scores, axis=-1), values, None
     weights = tf.nn.softmax(tf.where(mask, scores, tf.constant(_MASK_VALUE, scores.dtype)), axis=-1)
+    if not renormalise:
+        return weights, values, None
     # On the (small, broadcast) mask: the keys some query may see, as a column [b, 1|h, k, 1].
     keys = tf.reduce_any(mask, axis=-2)
     keys = tf.expand_dims(tf.logical_or(keys, tf.logical_not(tf.reduce_any(keys, axis=-1, keepdims=True))), -1)
@@ -108,7 +115,7 @@ def update_cache(cache, kv, index):
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(QuantPoints, keras.layers.Layer):
     """Multi-head scaled dot-product attention.
 
     Self-attention (the default) projects queries, keys and values with one fused
@@ -201,6 +208,11 @@ class MultiHeadAttention(keras.layers.Layer):
         Vaswani et al., "Attention Is All You Need", 2017; Beltagy et al.,
         "Longformer: The Long-Document Transformer", 2020.
     """
+
+    # Tensors a quantization-aware copy fake-quantizes (kerasllm.compression.qat): the
+    # fused projection, cross-attention's keys/values, the scaled queries, the scores,
+    # the weighted values (probs @ v), the renormalised context and the output projection.
+    QUANT_POINTS = ("projection", "kv", "scaled_query", "scores", "weighted_values", "context", "output")
 
     def __init__(
         self,
@@ -365,7 +377,7 @@ class MultiHeadAttention(keras.layers.Layer):
     def compute_kv(self, context, training=None):
         """Keys and values of a cross-attention context, stacked as a cache ``[b, 2, k, h, d]``."""
         context = tf.cast(context, self.compute_dtype)
-        k, v = self._split_heads(_project(context, self.kv_kernel, self.kv_bias), 2)
+        k, v = self._split_heads(self.quant_point("kv", _project(context, self.kv_kernel, self.kv_bias)), 2)
         k = self._plus_lora("key", context, k, training)
         v = self._plus_lora("value", context, v, training)
         return tf.stack([k, v], axis=1)
@@ -391,13 +403,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 if context is None:
                     raise ValueError("cross-attention needs `context` (the encoder outputs)")
                 k, v = tf.unstack(self.compute_kv(context, training=training), num=2, axis=1)
-            (q,) = self._split_heads(_project(query, self.query_kernel, self.query_bias), 1)
+            (q,) = self._split_heads(self.quant_point("projection", _project(query, self.query_kernel, self.query_bias)), 1)
             q = self._plus_lora("query", query, q, training)
             q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
         else:
             if context is not None:
                 raise ValueError("`context` is only for cross_attention=True layers")
-            qkv = _project(query, self.qkv_kernel, self.qkv_bias)
+            qkv = self.quant_point("projection", _project(query, self.qkv_kernel, self.qkv_bias))
             heads_first = cache is None
             q, k, v = (
                 self._plus_lora(target, query, y, training, heads_first)
@@ -413,7 +425,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 q, k, v = _heads_first(q), _heads_first(new_cache[:, 0]), _heads_first(new_cache[:, 1])
 
         # q, k, v: [batch, heads, length, head_dim]
-        q = q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
+        q = self.quant_point("scaled_query", q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype))
         if self.attention_type != "full" and cache is None:
             context_out = self._local_attention(
                 q, k, v, attention_mask, attention_bias, use_causal_mask, return_attention_scores, training
@@ -421,19 +433,20 @@ class MultiHeadAttention(keras.layers.Layer):
             probs = None
         else:
             mask = self._mask(q, k, attention_mask, use_causal_mask, cache, cache_index)
-            scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32)
+            scores = tf.cast(self.quant_point("scores", tf.matmul(q, k, transpose_b=True)), tf.float32)
             if attention_bias is not None:
                 scores = scores + tf.cast(attention_bias, tf.float32)
-            probs, v, total = _masked_softmax(scores, mask, v)
+            # Training is float: the renormalisation that integer TFLite models need is skipped.
+            probs, v, total = _masked_softmax(scores, mask, v, renormalise=training is not True)
             dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
-            context_out = tf.matmul(dropped, v)
+            context_out = self.quant_point("weighted_values", tf.matmul(dropped, v))
             if total is not None:
-                context_out = context_out / tf.cast(total, context_out.dtype)
+                context_out = self.quant_point("context", context_out / tf.cast(total, context_out.dtype))
         shape = tf.shape(context_out)
         context_out = tf.reshape(
             _heads_first(context_out), [shape[0], shape[2], self.num_heads * self.head_dim]
         )
-        output = _project(context_out, self.output_kernel, self.output_bias)
+        output = self.quant_point("output", _project(context_out, self.output_kernel, self.output_bias))
         output = self._plus_lora("output", context_out, output, training)
 
         results = [output]

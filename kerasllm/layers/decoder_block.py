@@ -113,7 +113,7 @@ class TransformerDecoderBlock(TransformerEncoderBlock):
                     training=training,
                 )
 
-            x, _ = self._sublayer(x, self.cross_attention_norm, cross_attend, training)
+            x, _ = self._sublayer(x, self.cross_attention_norm, cross_attend, training, point="cross_attention_residual")
         x, _ = self._feed_forward(x, training)
         return x if cache is None else (x, new_cache)
 

@@ -1,7 +1,7 @@
 """Transformer encoder block (BERT post-LN or GPT-2 pre-LN)."""
 import tf_keras as keras
 
-from kerasllm.layers._utils import build_sublayer
+from kerasllm.layers._utils import QuantPoints, build_sublayer
 
 from kerasllm.layers.adapter import Adapter
 from kerasllm.layers.attention import MultiHeadAttention, check_attention_type
@@ -36,7 +36,7 @@ def default_initializer(stddev=0.02):
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
-class TransformerEncoderBlock(keras.layers.Layer):
+class TransformerEncoderBlock(QuantPoints, keras.layers.Layer):
     """Self-attention followed by a feed-forward network, each with a residual.
 
     ``normalize_first=False`` (post-LN, BERT)::
@@ -104,6 +104,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         Devlin et al., "BERT", 2019; Radford et al., "Language Models are
         Unsupervised Multitask Learners" (GPT-2), 2019.
     """
+
+    # The residual sums a quantization-aware copy fake-quantizes (kerasllm.compression.qat).
+    QUANT_POINTS = ("attention_residual", "cross_attention_residual", "ffn_residual")
 
     def __init__(
         self,
@@ -225,11 +228,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         if not self.trainable:
             self.trainable = False
 
-    def _sublayer(self, x, norm, fn, training, adapter=None):
+    def _sublayer(self, x, norm, fn, training, adapter=None, point="attention_residual"):
         """One residual sub-block in the configured order; returns ``(x, extra)``.
 
         ``extra`` is the second element when ``fn`` returns a tuple (scores or cache).
         ``adapter`` (if any) transforms the branch after its dropout, before the residual add.
+        ``point`` names the residual sum among the layer's ``QUANT_POINTS``.
         """
         h = norm(x) if self.normalize_first else x
         out = fn(h)
@@ -239,7 +243,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         out = self._dropout_layer(out, training=training)
         if adapter is not None:
             out = adapter(out)
-        x = x + out
+        x = self.quant_point(point, x + out)
         if not self.normalize_first:
             x = norm(x)
         return x, extra
@@ -269,7 +273,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
     def _feed_forward(self, x, training):
         return self._sublayer(
-            x, self.ffn_norm, lambda h: self.ffn(h, training=training), training, self.ffn_adapter
+            x, self.ffn_norm, lambda h: self.ffn(h, training=training), training, self.ffn_adapter, "ffn_residual"
         )
 
     def compute_output_shape(self, input_shape):

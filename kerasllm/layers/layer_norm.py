@@ -2,9 +2,11 @@
 import tensorflow as tf
 import tf_keras as keras
 
+from kerasllm.layers._utils import QuantPoints
+
 
 @keras.saving.register_keras_serializable(package="kerasllm")
-class LayerNorm(keras.layers.LayerNormalization):
+class LayerNorm(QuantPoints, keras.layers.LayerNormalization):
     """``keras.layers.LayerNormalization`` computed as ``mean((x - mean(x))**2)`` with a multiply.
 
     The same layer as Keras' (same arguments, ``gamma``/``beta`` weights, config and
@@ -34,6 +36,8 @@ class LayerNorm(keras.layers.LayerNormalization):
     ['norm/gamma:0', 'norm/beta:0']
     """
 
+    QUANT_POINTS = ("output",)  # what a quantization-aware copy fake-quantizes (kerasllm.compression.qat)
+
     def call(self, inputs):
         if isinstance(inputs, tf.RaggedTensor):
             return super().call(inputs)
@@ -50,7 +54,7 @@ class LayerNorm(keras.layers.LayerNormalization):
             outputs = outputs * self._broadcast(self.gamma, shape, axes, x.dtype)
         if self.center:
             outputs = outputs + self._broadcast(self.beta, shape, axes, x.dtype)
-        outputs = tf.cast(outputs, out_dtype)
+        outputs = self.quant_point("output", tf.cast(outputs, out_dtype))
         outputs.set_shape(inputs.shape)
         return outputs
 

@@ -400,6 +400,7 @@ def compile_model(model, cfg, steps_per_epoch, loss, metrics, steps_per_executio
         num_train_steps=total_steps,
         warmup_steps=int(cfg.warmup_ratio * total_steps),
         weight_decay=cfg.weight_decay,
+        lazy_sparse_updates=cfg.lazy_embedding_updates,
     )
     metrics = {"weighted_metrics": metrics} if static_shapes else {"metrics": metrics}
     model.compile(

@@ -54,6 +54,9 @@ class FinetuneConfig:
         export, quantize: export the best model to TFLite and verify it.
         mixed_precision, xla: speed options; ``mixed_precision="auto"`` is
             bfloat16 on a TPU and none elsewhere.
+        lazy_embedding_updates: AdamW moves only the embedding rows a batch
+            looked up (:func:`kerasllm.training.create_optimizer`'s
+            ``lazy_sparse_updates``).
         static_shapes: pad every batch to ``[batch_size, max_length]`` (the
             partial batch with rows that do not count), as TPUs and XLA want
             (:func:`kerasllm.training.static_shapes.static_batches`); always on
@@ -93,6 +96,7 @@ class FinetuneConfig:
     quantize: str = "dynamic"
     mixed_precision: str = "auto"
     xla: bool = False
+    lazy_embedding_updates: bool = False
     static_shapes: bool = False
     steps_per_execution: int = 0
     resume: bool = False

@@ -90,12 +90,62 @@ class AdamW(keras.optimizers.AdamW):
     is :func:`global_norm` (the same value, 9x faster under XLA on a CPU).
     """
 
+    def __init__(self, *args, lazy_sparse_updates=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_sparse_updates = bool(lazy_sparse_updates)
+        self._sparse_keys = set()
+
     def _clip_gradients(self, grads):
         if (self.clipnorm and self.clipnorm > 0) or (self.global_clipnorm and self.global_clipnorm > 0):
             grads = [merge_duplicate_rows(g) for g in grads]
         if self.global_clipnorm and self.global_clipnorm > 0:
             return tf.clip_by_global_norm(grads, self.global_clipnorm, use_norm=global_norm(grads))[0]
         return super()._clip_gradients(grads)
+
+    def apply_gradients(self, grads_and_vars, name=None, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        if self.lazy_sparse_updates:
+            # Which variables get row gradients (an embedding lookup's) is known when the
+            # step is traced: their weight decay moves to the lazy update of those rows.
+            self._sparse_keys = {
+                self._var_key(v) for g, v in grads_and_vars if isinstance(g, tf.IndexedSlices)
+            }
+        return super().apply_gradients(grads_and_vars, name=name, **kwargs)
+
+    def _apply_weight_decay(self, variables):
+        if self.lazy_sparse_updates and self._sparse_keys:
+            variables = [v for v in variables if self._var_key(v) not in self._sparse_keys]
+        return super()._apply_weight_decay(variables)
+
+    def update_step(self, gradient, variable):
+        if not (self.lazy_sparse_updates and isinstance(gradient, tf.IndexedSlices)):
+            return super().update_step(gradient, variable)
+        self._lazy_update(merge_duplicate_rows(gradient), variable)
+
+    def _lazy_update(self, gradient, variable):
+        """AdamW on the rows of ``gradient`` only (``lazy_sparse_updates``; see :func:`create_optimizer`)."""
+        dtype = variable.dtype
+        lr = tf.cast(self.learning_rate, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        rows, g = gradient.indices, gradient.values
+        m_rows = tf.gather(m, rows) * beta_1 + g * (1 - beta_1)
+        v_rows = tf.gather(v, rows) * beta_2 + tf.square(g) * (1 - beta_2)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        w_rows = tf.gather(variable, rows)
+        if self.weight_decay and self._use_weight_decay(variable):
+            w_rows = w_rows - w_rows * lr * tf.cast(self.weight_decay, dtype)
+        variable.scatter_update(tf.IndexedSlices(w_rows - alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+    def get_config(self):
+        config = super().get_config()
+        if self.lazy_sparse_updates:  # only when set, so the default config loads into Keras' own AdamW
+            config["lazy_sparse_updates"] = True
+        return config
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
@@ -201,6 +251,7 @@ def create_optimizer(
     epsilon=1e-6,
     exclude_from_weight_decay=DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
     jit_compile=True,
+    lazy_sparse_updates=False,
 ):
     """AdamW on a :class:`WarmupSchedule`, with decay exclusions (BERT fine-tuning defaults).
 
@@ -229,6 +280,12 @@ def create_optimizer(
             ``sqrt(v)`` after bias correction of the step size, as Keras does).
         exclude_from_weight_decay: name patterns kept out of weight decay.
         jit_compile: compile the update step with XLA (Keras's default).
+        lazy_sparse_updates: update only the rows of an embedding table that got a
+            gradient this step (their moments, weight decay and value), as TF Addons'
+            ``LazyAdam`` does, instead of decaying every row's moments and value
+            (Keras's and PyTorch's AdamW). It changes the arithmetic for rows not seen
+            in a step. Applies where the gradient reaches the optimizer as row slices
+            (graph-mode training; under ``jit_compile=True`` the gradient is dense).
 
     Returns:
         An :class:`AdamW` (a ``tf_keras.optimizers.AdamW``); its ``learning_rate`` is the schedule.
@@ -261,6 +318,7 @@ def create_optimizer(
         clipnorm=clipnorm,
         global_clipnorm=global_clipnorm,
         jit_compile=jit_compile,
+        lazy_sparse_updates=lazy_sparse_updates,
     )
     if exclude_from_weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
