@@ -109,8 +109,8 @@ def _kerasllm_worker(args, shape):
     if args.attention_type != "full":
         config = config.replace(attention_type=args.attention_type, attention_window=args.attention_window)
     model = token_classifier(config, NUM_LABELS)
-    optimizer = training.create_optimizer(1e-4, num_train_steps=10_000, warmup_steps=10, weight_decay=0.01,
-                                          lazy_sparse_updates=args.lazy_sparse_updates)
+    lazy = {"lazy_sparse_updates": True} if args.lazy_sparse_updates else {}  # older trees lack the option
+    optimizer = training.create_optimizer(1e-4, num_train_steps=10_000, warmup_steps=10, weight_decay=0.01, **lazy)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -363,7 +363,8 @@ def test_distiller_loss_matches_numpy_on_fixed_logits(task):
     student_logits, teacher_logits = (rng.normal(size=shape) * 2).astype(np.float32), (rng.normal(size=shape) * 2).astype(np.float32)
     distiller = compression.Distiller(model, model, task=task, temperature=3.0, alpha=0.3)
     losses = distiller.compute_losses({"attention_mask": mask}, labels, student_logits, teacher_logits)
-    weights = np.ones(shape[:-1], np.float32) if kind == "sequence" else mask.astype(np.float32)
+    # token tasks: the KL is averaged over labelled real tokens only
+    weights = np.ones(shape[:-1], np.float32) if kind == "sequence" else (mask * (labels != -100)).astype(np.float32)
     soft = np_soft(student_logits, teacher_logits, 3.0, weights)
     hard = np_hard(student_logits, labels, kind)
     assert float(losses["soft_loss"]) == pytest.approx(soft, rel=1e-5)

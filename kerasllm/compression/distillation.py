@@ -11,8 +11,9 @@ Jiao et al., 2020)::
 temperature (the ``T^2`` keeps the soft gradients' scale independent of ``T``),
 and ``W_i`` a learned projection from the student's width to the teacher's for
 each chosen pair of layers. For token classification and language models the
-KL and MSE terms average over every real token (``attention_mask == 1``); for
-sequence classification over examples.
+KL term averages over the labelled tokens (real, ``attention_mask == 1``, and not
+``ignore_index``: the positions the task is scored on) and the MSE term over every
+real token; for sequence classification both average over examples.
 """
 import re
 
@@ -210,6 +211,11 @@ class Distiller(keras.Model):
         s_hidden, s_logits = self._split(student_outputs)
         mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
         weights = _position_weights(s_logits, mask, self.kind)
+        if self.kind == "token" and labels is not None:
+            # The logits are matched where the task is scored: a fine-tuned teacher's logits
+            # at unlabelled positions ([CLS], [SEP], a word's later sub-words) were never
+            # trained, and copying them taught the student noise (bench/README.md).
+            weights = weights * tf.cast(tf.not_equal(tf.cast(labels, tf.int32), self.ignore_index), tf.float32)
         zero = tf.constant(0.0)
         hard = hard_loss(labels, s_logits, self.kind, self.ignore_index) if self.alpha > 0 else zero
         soft = hidden = zero

@@ -139,18 +139,10 @@ def _point_paths(layer, prefix=""):
     projection (and of each low-rank factor's inner product).
     """
     from kerasllm.compression.lowrank import LowRankDense
-    from kerasllm.layers import FeedForward, MultiHeadAttention
+    from kerasllm.layers import FeedForward
     from kerasllm.layers._utils import QuantPoints
 
-    paths = []
-    if isinstance(layer, QuantPoints):
-        points = layer.QUANT_POINTS
-        if isinstance(layer, MultiHeadAttention) and not layer.cross_attention:
-            points = [p for p in points if p != "kv"]
-        if not isinstance(layer, MultiHeadAttention) and not isinstance(layer, keras.layers.LayerNormalization):
-            has = {"cross_attention_residual": getattr(layer, "cross_attention", None) is not None}
-            points = [p for p in points if has.get(p, True)]
-        paths += [f"{prefix}qp_{p}" for p in points]
+    paths = [f"{prefix}qp_{p}" for p in layer.quant_points()] if isinstance(layer, QuantPoints) else []
     for name in ("attention", "cross_attention", "attention_norm", "cross_attention_norm", "ffn_norm"):
         sub = getattr(layer, name, None)
         if isinstance(sub, QuantPoints):

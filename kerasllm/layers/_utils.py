@@ -130,5 +130,9 @@ class QuantPoints:
         for name in cls.QUANT_POINTS:
             setattr(cls, "qp_" + name, staticmethod(_quant_point))
 
+    def quant_points(self):
+        """The names in ``QUANT_POINTS`` this layer's configuration computes."""
+        return list(self.QUANT_POINTS)
+
     def quant_point(self, name, x):
         return getattr(self, "qp_" + name, _quant_point)(x)

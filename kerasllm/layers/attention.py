@@ -214,6 +214,9 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
     # the weighted values (probs @ v), the renormalised context and the output projection.
     QUANT_POINTS = ("projection", "kv", "scaled_query", "scores", "weighted_values", "context", "output")
 
+    def quant_points(self):
+        return [p for p in self.QUANT_POINTS if self.cross_attention or p != "kv"]
+
     def __init__(
         self,
         num_heads,

@@ -108,6 +108,10 @@ class TransformerEncoderBlock(QuantPoints, keras.layers.Layer):
     # The residual sums a quantization-aware copy fake-quantizes (kerasllm.compression.qat).
     QUANT_POINTS = ("attention_residual", "cross_attention_residual", "ffn_residual")
 
+    def quant_points(self):
+        cross = getattr(self, "cross_attention", None) is not None  # decoder blocks with cross-attention
+        return [p for p in self.QUANT_POINTS if cross or p != "cross_attention_residual"]
+
     def __init__(
         self,
         num_heads,
