@@ -48,7 +48,7 @@ def test_unknown_activation_names_allowed_values():
         get_activation("swish")
 
 
-@pytest.mark.parametrize("training", [False, True])  # training skips the renormalisation int8 needs
+@pytest.mark.parametrize("training", [False, True])  # both call paths
 @pytest.mark.parametrize("masking", ["none", "padding", "causal", "padding+causal", "bias", "full3d"])
 def test_self_attention_matches_reference(masking, training):
     x = _inputs()

@@ -47,7 +47,7 @@ def check_attention_type(attention_type, attention_window, global_tokens, where)
         raise ValueError(f"{where}: {problem[0]}={values[problem[0]]!r} is invalid: {problem[1]}")
 
 
-def _masked_softmax(scores, mask, values, renormalise=True):
+def _masked_softmax(scores, mask, values):
     """Attention weights and values with masked keys left out, and the weight left per row.
 
     Returns ``(weights, values, total)``: the softmax of ``scores`` with masked keys
@@ -66,15 +66,10 @@ def _masked_softmax(scores, mask, values, renormalise=True):
     weights themselves would give them a calibrated range that clamps short rows. A
     sequence whose keys are all masked keeps every key (never NaN).
 
-    Training skips that (``renormalise=False``: ``total`` is ``None`` and the
-    values are returned as they are): in float the two agree, and the extra
-    select, matmul and division over every score cost time in each step.
-
     Args:
         scores: float ``[b, h, q, k]`` attention logits.
         mask: boolean ``[b, 1|h, q|1, k]`` (True = may attend), or ``None``.
         values: ``[b, h, k, d]``.
-        renormalise: remove padded keys on the value side and return ``total``.
 
     Example:
 
@@ -86,8 +81,6 @@ def _masked_softmax(scores, mask, values, renormalise=True):
     if mask is None:
         return tf.nn.softmax(scores, axis=-1), values, None
     weights = tf.nn.softmax(tf.where(mask, scores, tf.constant(_MASK_VALUE, scores.dtype)), axis=-1)
-    if not renormalise:
-        return weights, values, None
     # On the (small, broadcast) mask: the keys some query may see, as a column [b, 1|h, k, 1].
     keys = tf.reduce_any(mask, axis=-2)
     keys = tf.expand_dims(tf.logical_or(keys, tf.logical_not(tf.reduce_any(keys, axis=-1, keepdims=True))), -1)
@@ -439,8 +432,7 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
             scores = tf.cast(self.quant_point("scores", tf.matmul(q, k, transpose_b=True)), tf.float32)
             if attention_bias is not None:
                 scores = scores + tf.cast(attention_bias, tf.float32)
-            # Training is float: the renormalisation that integer TFLite models need is skipped.
-            probs, v, total = _masked_softmax(scores, mask, v, renormalise=training is not True)
+            probs, v, total = _masked_softmax(scores, mask, v)
             dropped = self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training)
             context_out = self.quant_point("weighted_values", tf.matmul(dropped, v))
             if total is not None:
