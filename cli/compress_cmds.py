@@ -20,6 +20,10 @@ SEED = typer.Option(0, help="Seed of the batch order.")
 NAME = typer.Option(None, help="Row name in the report. \\[default: from the method]")
 LATENCY_LENGTH = typer.Option(64, help="Sequence length of the batch-1 latency measurement.")
 THREADS = typer.Option(1, help="TFLite interpreter threads for the latency measurement.")
+DISTILL_ALPHA = typer.Option(
+    None, help="Fine-tune towards the uncompressed model too: this weight on the label loss, 1 minus it on the "
+    "KL to the model's own logits (x T^2), in [0, 1). \\[default: labels only]")
+KD_TEMPERATURE = typer.Option(2.0, help="Softening temperature T of --distill-alpha.")
 
 
 def register(app):
@@ -62,6 +66,7 @@ def prune(
     m_by_n: Optional[str] = typer.Option(None, "--m-by-n", help="Structured sparsity M:N, e.g. 2:4 (overrides --sparsity). \\[default: none]"),
     embeddings: bool = typer.Option(False, help="Also prune the token embedding table."),
     rounds: int = typer.Option(1, help="Iterative pruning: this many prune-then-fine-tune rounds of growing sparsity (each --epochs long)."),
+    distill_alpha: Optional[float] = DISTILL_ALPHA, temperature: float = KD_TEMPERATURE,
     epochs: int = EPOCHS, lr: float = LR, batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
 ):
@@ -71,13 +76,15 @@ def prune(
     options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
     run_user_errors(
         lambda: run_prune(options, sparsity=sparsity, schedule=schedule, m_by_n=_m_by_n(m_by_n),
-                          include_embeddings=embeddings, rounds=rounds)
+                          include_embeddings=embeddings, rounds=rounds, distill_alpha=distill_alpha,
+                          temperature=temperature)
     )
 
 
 def qat(
     model: str = MODEL, out: str = OUT, train: Optional[str] = TRAIN, dev: Optional[str] = DEV, test: Optional[str] = TEST,
     preserve_sparsity: bool = typer.Option(False, help="Keep a pruned model's zeros through QAT (pruning-preserving QAT)."),
+    distill_alpha: Optional[float] = DISTILL_ALPHA, temperature: float = KD_TEMPERATURE,
     epochs: int = EPOCHS, lr: float = LR, batch_size: int = BATCH_SIZE, max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
 ):
@@ -85,7 +92,8 @@ def qat(
     from kerasllm.compression.pipeline import run_qat
 
     options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
-    run_user_errors(lambda: run_qat(options, preserve_sparsity=preserve_sparsity))
+    run_user_errors(lambda: run_qat(options, preserve_sparsity=preserve_sparsity, distill_alpha=distill_alpha,
+                                    temperature=temperature))
 
 
 def ptq(

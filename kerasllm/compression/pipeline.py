@@ -201,6 +201,26 @@ def fit(model, data, callbacks=(), epochs=None, log=_log):
     return model.fit(data.dataset(), epochs=epochs, callbacks=list(callbacks), verbose=2)
 
 
+def with_teacher(student, teacher, distill_alpha=None, temperature=2.0, log=_log):
+    """What to fine-tune: ``student`` itself, or a :class:`~kerasllm.compression.distillation.Distiller`
+    that also matches ``teacher``'s logits (the uncompressed model).
+
+    ``distill_alpha`` is the weight of the label loss (``None``: no teacher); the
+    temperature-scaled KL to the teacher gets ``1 - distill_alpha``. Pruning and QAT
+    fine-tune the compressed model towards the model it came from, which recovers
+    more than the labels alone (bench/README.md, "Compression").
+    """
+    if distill_alpha is None:
+        return student
+    from kerasllm.compression.distillation import Distiller
+
+    if not 0.0 <= distill_alpha < 1.0:
+        raise ValueError(f"--distill-alpha must be in [0, 1) (the label-loss weight), got {distill_alpha}")
+    log(f"fine-tuning towards the uncompressed model: KL x T^2 (T={temperature}) weight {1 - distill_alpha:g}, "
+        f"labels weight {distill_alpha:g}")
+    return Distiller(teacher, student, temperature=temperature, alpha=distill_alpha)
+
+
 def save_folder(model, data, out_dir):
     """Write the Keras model as a NER folder ``out_dir/model`` (weights, config, vocab.txt, labels.json)."""
     from kerasllm.models import save_pretrained
@@ -322,9 +342,14 @@ def run_prune(
     include_embeddings=False,
     rounds=1,
     frequency=None,
+    distill_alpha=None,
+    temperature=2.0,
     log=_log,
 ):
-    """Magnitude pruning with fine-tuning (polynomial ramp, constant, or ``rounds`` prune-then-fine-tune steps)."""
+    """Magnitude pruning with fine-tuning (polynomial ramp, constant, or ``rounds`` prune-then-fine-tune steps).
+
+    ``distill_alpha``: fine-tune towards the dense model as well (see :func:`with_teacher`).
+    """
     from kerasllm.compression import pruning
 
     started = time.time()
@@ -342,8 +367,9 @@ def run_prune(
     log_dir = os.path.join(options.out, "logs")
 
     def train(pruned, round_index=None):
-        compile_for_training(pruned, data)
-        fit(pruned, data, pruning.pruning_callbacks(log_dir))
+        trainee = with_teacher(pruned, model, distill_alpha, temperature, log)
+        compile_for_training(trainee, data)
+        fit(trainee, data, pruning.pruning_callbacks(log_dir))
 
     if rounds > 1:
         sparse = pruning.prune_iteratively(model, train, sparsity, rounds=rounds, **common)
@@ -364,14 +390,20 @@ def run_prune(
         "rounds": rounds,
         "include_embeddings": include_embeddings,
         "epochs": options.epochs,
+        "distill_alpha": distill_alpha,
+        "temperature": temperature if distill_alpha is not None else None,
     }
-    name = _name(options, f"prune {label}" + (" +emb" if include_embeddings else ""))
+    name = _name(options, f"prune {label}" + (" +emb" if include_embeddings else "")
+                 + (" +KD" if distill_alpha is not None else ""))
     return measure(data, options.out, name, "prune", sparse, settings=settings, model_dir=folder,
                    started=started, log=log)
 
 
-def run_qat(options, preserve_sparsity=False, log=_log):
-    """Quantization-aware fine-tuning, then full-integer int8 TFLite."""
+def run_qat(options, preserve_sparsity=False, distill_alpha=None, temperature=2.0, log=_log):
+    """Quantization-aware fine-tuning, then full-integer int8 TFLite.
+
+    ``distill_alpha``: fine-tune towards the float model as well (see :func:`with_teacher`).
+    """
     from kerasllm.compression import qat
 
     started = time.time()
@@ -380,12 +412,15 @@ def run_qat(options, preserve_sparsity=False, log=_log):
     quantized = qat.quantize_model(model, preserve_sparsity=preserve_sparsity)
     log(f"QAT model: {qat.fake_quant_count(quantized)} fake-quant ops; unquantized projections: "
         f"{qat.unquantized_projections(quantized) or 'none'}")
-    compile_for_training(quantized, data)
-    fit(quantized, data)
+    trainee = with_teacher(quantized, model, distill_alpha, temperature, log)
+    compile_for_training(trainee, data)
+    fit(trainee, data)
     plain = qat.float_copy(quantized)
     folder = save_folder(plain, data, options.out)
-    settings = {"preserve_sparsity": preserve_sparsity, "epochs": options.epochs}
-    name = _name(options, "QAT int8" + (" (sparsity kept)" if preserve_sparsity else ""))
+    settings = {"preserve_sparsity": preserve_sparsity, "epochs": options.epochs, "distill_alpha": distill_alpha,
+                "temperature": temperature if distill_alpha is not None else None}
+    name = _name(options, "QAT int8" + (" (sparsity kept)" if preserve_sparsity else "")
+                 + (" +KD" if distill_alpha is not None else ""))
     return measure(data, options.out, name, "qat", quantized, quantize="int8", float_model=plain,
                    settings=settings, model_dir=folder, started=started, log=log)
 
