@@ -7,8 +7,9 @@ Runs, on the base model folder and the CoNLL files, the same code as the
     PTQ dynamic, int8   post-training quantization (kerasllm.export.export_tflite)
     prune 50%, 80%      magnitude pruning (polynomial schedule) + fine-tuning
     prune 50% +emb      the same with the token embedding table pruned too
+    prune 50% +emb +KD  the same, fine-tuned towards the dense model too (--prune-alpha)
     prune 2:4           2:4 structured sparsity
-    QAT int8            quantization-aware fine-tuning, full-int8 TFLite
+    QAT int8            quantization-aware fine-tuning, int8 TFLite (layer norms in float)
     PQAT int8           QAT of the pruned 50% model keeping its zeros
     student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard)
     student no teacher  the same student fine-tuned on the labels alone
@@ -36,14 +37,17 @@ import time
 def _rows(args):
     """``(folder, method, kwargs, option overrides)`` of every row, in table order."""
     every = args.every
+    prune = {"epochs": args.prune_epochs} if args.prune_epochs else {}
     rows = [
         ("float32", "ptq", {"quantize": "none"}, {}),
         ("ptq-dynamic", "ptq", {"quantize": "dynamic"}, {}),
         ("ptq-int8", "ptq", {"quantize": "int8"}, {}),
-        ("prune50", "prune", {"sparsity": 0.5}, {}),
-        ("prune80", "prune", {"sparsity": 0.8}, {}),
-        ("prune50-emb", "prune", {"sparsity": 0.5, "include_embeddings": True}, {}),
-        ("prune-2of4", "prune", {"m_by_n": (2, 4)}, {}),
+        ("prune50", "prune", {"sparsity": 0.5}, prune),
+        ("prune80", "prune", {"sparsity": 0.8}, prune),
+        ("prune50-emb", "prune", {"sparsity": 0.5, "include_embeddings": True}, prune),
+        ("prune50-emb-kd", "prune", {"sparsity": 0.5, "include_embeddings": True, "distill_alpha": args.prune_alpha,
+                                     "temperature": args.temperature}, prune),
+        ("prune-2of4", "prune", {"m_by_n": (2, 4)}, prune),
         ("qat-int8", "qat", {}, {"lr": args.qat_lr}),
         ("pqat-int8", "qat", {"preserve_sparsity": True}, {"model": "prune50", "lr": args.qat_lr}),
         ("distill", "distill", {"every": every, "temperature": args.temperature, "alpha": args.alpha},
@@ -133,11 +137,12 @@ def check_targets(rows):
         ratio = prune["tflite_gzip_bytes"] / base["tflite_gzip_bytes"]
         results.append(("prune 50%: F1 drop <= 1.0 point", verdict(drop <= 1.0), f"drop {drop:+.2f}"))
         results.append(("prune 50%: gzip <= 0.6x dense", verdict(ratio <= 0.6), f"{ratio:.2f}x"))
-        emb = rows.get("prune50-emb")
-        if emb:
+    for key, label in (("prune50-emb", "incl. embeddings"), ("prune50-emb-kd", "incl. embeddings, +KD")):
+        emb = rows.get(key)
+        if base and emb:
             ratio_e = emb["tflite_gzip_bytes"] / base["tflite_gzip_bytes"]
             drop_e = (b_keras - emb["keras_score"]) * 100
-            results.append(("prune 50% incl. embeddings: F1 drop <= 1.0 / gzip <= 0.6x",
+            results.append((f"prune 50% {label}: F1 drop <= 1.0 / gzip <= 0.6x",
                             verdict(drop_e <= 1.0 and ratio_e <= 0.6), f"drop {drop_e:+.2f}, {ratio_e:.2f}x"))
     qat, ptq = rows.get("qat-int8"), rows.get("ptq-int8")
     if base and qat:
@@ -171,11 +176,14 @@ def main(argv=None):
     parser.add_argument("--test", required=True)
     parser.add_argument("--out", default=os.path.join("saved_models", "compression"))
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs of prune/QAT")
+    parser.add_argument("--prune-epochs", type=int, help="fine-tuning epochs of the prune rows (default: --epochs)")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--qat-lr", type=float, default=2e-5)
     parser.add_argument("--every", type=int, default=3, help="student = every k-th teacher block")
     parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--alpha", type=float, default=0.5, help="label weight of the distilled student")
+    parser.add_argument("--prune-alpha", type=float, default=0.5,
+                        help="label weight of the prune 50%% +emb +KD row (the rest: KL to the dense model)")
     parser.add_argument("--distill-epochs", type=int, default=3)
     parser.add_argument("--distill-lr", type=float, default=1e-4)
     parser.add_argument("--lowrank-epochs", type=int, default=1)

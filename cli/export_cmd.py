@@ -30,7 +30,7 @@ OUT_HELP = {
     "savedmodel": "The SavedModel folder to write; labels.json and vocab.txt go to <out>/assets.extra/.",
 }
 DOCS = {
-    "tflite": "Export to TFLite (float32, float16, dynamic-range, full int8 or int16x8; --text: raw strings in) and verify it "
+    "tflite": "Export to TFLite (float32, float16, dynamic-range, int8 (layer norms in float unless --int8-layer-norm) or int16x8; --text: raw strings in) and verify it "
     "against Keras.",
     "onnx": "Export to ONNX (float32, onnxruntime dynamic int8, or float16 for GPUs) and verify it against Keras.",
     "savedmodel": "Export to a TensorFlow SavedModel (serving_default; --text: raw strings in) and verify it "
@@ -85,13 +85,20 @@ def _make_command(fmt):
         text_sentences: int = typer.Option(
             50, help="With --text: how many sentences of --test (or --calibration) to compare with `kerasllm predict`."
         ),
+        float_layer_norm: Optional[bool] = typer.Option(
+            None,
+            "--float-layer-norm/--int8-layer-norm",
+            help="tflite --quantize int8: keep the ops inside each layer norm in float (mean, variance, rsqrt; "
+            "more accurate, same size) or make them int8 too (a full-integer model, for integer-only "
+            "accelerators). \\[default: float]",
+        ),
     ):
         run_user_errors(
             export_and_verify,
             fmt,
             model_dir=model, out=out, quantize=quantize, calibration=calibration, max_length=max_length,
             test=test, threads=threads, length=length, runs=runs, json_path=json_path, text=text,
-            text_sentences=text_sentences,
+            text_sentences=text_sentences, float_layer_norm=float_layer_norm,
         )
 
     command.__doc__ = DOCS[fmt]
@@ -265,8 +272,11 @@ def prepare(model_dir, calibration=None, test=None, max_length=None):
     return job
 
 
-def export_artefact(job, fmt, out, quantize="none", max_length=None):
-    """Write one artefact of ``job.model``; returns the :class:`ExportReport`."""
+def export_artefact(job, fmt, out, quantize="none", max_length=None, float_layer_norm=None):
+    """Write one artefact of ``job.model``; returns the :class:`ExportReport`.
+
+    ``float_layer_norm``: tflite int8 only (``None``: export_tflite's default, float).
+    """
     from kerasllm.export import (
         convert_onnx_float16,
         export_onnx,
@@ -281,8 +291,10 @@ def export_artefact(job, fmt, out, quantize="none", max_length=None):
     os.makedirs(parent, exist_ok=True)
     if fmt == "tflite":
         representative = job.representative if quantize in ("int8", "int16x8") else None
+        extra = {} if float_layer_norm is None else {"float_layer_norm": float_layer_norm}
         return export_tflite(
-            model, out, quantize=quantize, representative_data=representative, max_length=max_length, assets=assets
+            model, out, quantize=quantize, representative_data=representative, max_length=max_length, assets=assets,
+            **extra,
         )
     if fmt == "savedmodel":
         return export_savedmodel(model, out, max_length=max_length, assets=assets)
@@ -387,7 +399,11 @@ def artefact_path(out_dir, fmt, quantize, text=False):
 
 
 def ensure_artefact(job, fmt, quantize, out_dir, reuse=False, text=False):
-    """Export one artefact into ``out_dir`` (or, with ``reuse``, take the one already there)."""
+    """Export one artefact into ``out_dir`` (or, with ``reuse``, take the one already there).
+
+    The bench scripts' ``("tflite", "int8")`` artefact is the full-integer one (layer norms
+    in int8 too, ``float_layer_norm=False``), as their "full int8" rows say.
+    """
     from kerasllm.export import ExportReport
     from kerasllm.export._common import file_size
 
@@ -397,7 +413,7 @@ def ensure_artefact(job, fmt, quantize, out_dir, reuse=False, text=False):
                             notes=["reused from an earlier run"])
     if text:
         return export_text(job, fmt, path, quantize)
-    return export_artefact(job, fmt, path, quantize)
+    return export_artefact(job, fmt, path, quantize, float_layer_norm=False if (fmt, quantize) == ("tflite", "int8") else None)
 
 
 # ------------------------------------------------------------------ string-in models
@@ -509,9 +525,13 @@ def _print_table(table, lines, s):
 
 
 def export_and_verify(fmt, model_dir, out, quantize="none", calibration=None, max_length=None, test=None,
-                      threads=None, length=128, runs=20, json_path=None, text=False, text_sentences=50):
+                      threads=None, length=128, runs=20, json_path=None, text=False, text_sentences=50,
+                      float_layer_norm=None):
     """Export ``model_dir`` to ``out`` and return (and print) the verification summary dict."""
     _check_options(fmt, model_dir, quantize, calibration, test, max_length, threads, length, runs, text)
+    if float_layer_norm is not None and (fmt, quantize) != ("tflite", "int8"):
+        flag = "--float-layer-norm" if float_layer_norm else "--int8-layer-norm"
+        raise ValueError(f"{flag} applies to `export tflite --quantize int8` only (got {fmt} --quantize {quantize})")
     if fmt in ("tflite", "onnx") and os.path.isdir(out):
         raise ValueError(f"--out {out} is a folder; give the {fmt} file to write")
     if text_sentences < 1:
@@ -527,7 +547,7 @@ def export_and_verify(fmt, model_dir, out, quantize="none", calibration=None, ma
         _print_text_summary(summary, model_dir)
     else:
         with console.status(f"exporting {model_dir} to {fmt} ({quantize}) ..."):
-            report = export_artefact(job, fmt, out, quantize, max_length)
+            report = export_artefact(job, fmt, out, quantize, max_length, float_layer_norm)
         summary = measure(job, fmt, report, quantize, threads, length, runs, max_length)
         _print_summary(summary, model_dir)
     if json_path:

@@ -32,7 +32,8 @@ fit(pruned, callbacks=compression.pruning_callbacks())
 sparse = compression.strip_pruning(pruned)
 print(compression.format_sparsity_report(compression.sparsity_report(sparse, include_embeddings=False)))
 
-# 2. quantization-aware training that keeps the zeros, then a full-integer TFLite file
+# 2. quantization-aware training that keeps the zeros, then an int8 TFLite file (layer norms in float;
+#    float_layer_norm=False makes it full-integer)
 qat = compression.quantize_model(sparse, preserve_sparsity=True)
 fit(qat, epochs=1, lr=2e-5)
 report = export_tflite(qat, "pruned_int8.tflite", quantize="int8", representative_data=data.representative())

@@ -75,7 +75,25 @@ def test_export_user_errors(files, tmp_path):
     result = runner.invoke(app, ["export", "tflite", "--model", files["model"], "--out", str(out), "--text",
                                  "--quantize", "int8", "--calibration", files["dev"]])
     assert result.exit_code == 2 and "not available for tflite --text" in result.output
+    result = runner.invoke(app, ["export", "onnx", "--model", files["model"], "--out", str(tmp_path / "m.onnx"),
+                                 "--int8-layer-norm"])
+    assert result.exit_code == 2 and "--int8-layer-norm applies to `export tflite --quantize int8` only" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_tflite_layer_norms_float_by_default_or_int8(files, tmp_path):
+    notes = {}
+    for flag in ([], ["--int8-layer-norm"]):
+        summary = tmp_path / f"int8{len(flag)}.json"
+        result = runner.invoke(app, ["export", "tflite", "--model", files["model"], "--out",
+                                     str(tmp_path / f"int8{len(flag)}.tflite"), "--quantize", "int8", "--calibration",
+                                     files["dev"], "--json", str(summary), "--runs", "3", *flag])
+        assert result.exit_code == 0, result.output
+        s = json.loads(summary.read_text())
+        assert s["token_argmax_agreement"] >= 0.9
+        notes[bool(flag)] = " ".join(s["notes"])
+    assert "layer norms kept in float" in notes[False] and "RSQRT" in notes[False]
+    assert "layer norms kept in float" not in notes[True] and "RSQRT" not in notes[True]
 
 
 def test_string_in_savedmodel_agrees_with_predict(files, tmp_path):

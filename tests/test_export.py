@@ -233,6 +233,60 @@ def test_int8_full_integer_with_representative_data(classifier, batches, quant_b
     print(f"\nint8: fallback={report.fallback!r}, {verify(classifier, runner, quant_batches)}")
 
 
+def test_int8_keeps_layer_norms_in_float_and_is_closer_to_keras_with_outlier_channels(tmp_path):
+    """Trained BERTs carry a few outlier channels in the residual stream; planted here as
+    layer-norm scales of 20 on two channels. Int8 statistics (mean, variance, rsqrt) over
+    such a stream lose most of the other channels; float ones do not."""
+    from kerasllm.export.tflite import FLOAT_LAYER_NORM, float_ops
+
+    tf.keras.utils.set_random_seed(0)
+    model = token_classifier(get_preset("bert-tiny", vocab_size=VOCAB), num_labels=NUM_LABELS)
+    for weight in model.weights:
+        if "norm/gamma" in weight.name:
+            value = weight.numpy()
+            value[:2] = 20.0
+            weight.assign(value)
+    rng = np.random.default_rng(0)
+    calibration = [_batch(rng, 1, 16) for _ in range(32)]
+    test = _batch(rng, 16, 16)
+    reference = model(test, training=False).numpy()
+    errors, agreement, reports = {}, {}, {}
+    for float_norm in (True, False):
+        report = export_tflite(model, tmp_path / f"m{float_norm}.tflite", quantize="int8",
+                               representative_data=calibration, num_calibration_steps=32,
+                               float_layer_norm=float_norm)
+        out = TFLiteRunner(report.path)(test)["logits"]
+        errors[float_norm] = float(np.sqrt(np.mean((out - reference) ** 2)))
+        agreement[float_norm] = float(np.mean(out.argmax(-1) == reference.argmax(-1)))
+        reports[float_norm] = report
+    print(f"\nint8 logits rms error: float layer norms {errors[True]:.3f}, int8 {errors[False]:.3f}; "
+          f"argmax agreement {agreement[True]:.3f} / {agreement[False]:.3f}")
+    assert errors[True] < 0.6 * errors[False]
+    assert agreement[True] >= agreement[False]
+
+    flat = reports[True].path
+    with open(flat, "rb") as f:
+        default = f.read()
+    with open(reports[False].path, "rb") as f:
+        strict = f.read()
+    norm_ops = float_ops(default, names=FLOAT_LAYER_NORM)
+    # Each layer norm (the embeddings' and two per post-LN block): mean and variance, rsqrt in float ...
+    norms = 1 + 2 * model.kerasllm_config.num_layers
+    assert norm_ops["MEAN"] == 2 * norms and norm_ops["RSQRT"] == norms
+    assert any("layer norms kept in float" in note and f"RSQRT x{norms}" in note for note in reports[True].notes)
+    # ... and nothing else: every other op, and every weight, is int8.
+    assert float_ops(default, exclude=FLOAT_LAYER_NORM) == {} and reports[True].fallback is None
+    assert float_ops(strict) == {} and not reports[False].notes  # full integer
+    interpreter = TFLiteRunner(flat).interpreter
+    kernels = [d for d in interpreter.get_tensor_details() if len(d["shape"]) == 2 and d["shape"][0] >= 64]
+    assert kernels and all(np.dtype(d["dtype"]) == np.int8 for d in kernels)
+    assert abs(reports[True].size_bytes - reports[False].size_bytes) < 0.02 * reports[False].size_bytes
+
+    with pytest.raises(ValueError, match="float_layer_norm must be True or False"):
+        export_tflite(model, tmp_path / "bad.tflite", quantize="int8", representative_data=calibration,
+                      float_layer_norm="yes")
+
+
 def test_int8_calibration_rows_have_one_length_and_no_padding():
     from kerasllm.export.tflite import _common_length_rows
 

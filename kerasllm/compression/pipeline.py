@@ -246,6 +246,7 @@ def measure(
     model_dir=None,
     started=None,
     log=_log,
+    float_layer_norm=True,
 ):
     """Export, score and time one compressed model; write and return its report row.
 
@@ -255,6 +256,7 @@ def measure(
         keras_model: the model whose Keras F1 is reported (default ``export_model``).
         float_model: the plain model whose (non-zero) parameters are counted
             (default ``keras_model``).
+        float_layer_norm: int8 only: keep the layer-norm ops in float (``export_tflite``'s option).
     """
     from kerasllm.compression.pruning import gzip_size, parameter_counts
     from kerasllm.export import TFLiteRunner, export_tflite, latency
@@ -274,6 +276,7 @@ def measure(
         representative_data=representative,
         num_calibration_steps=options.calibration_steps,
         assets=assets,
+        float_layer_norm=float_layer_norm,
     )
     runner = TFLiteRunner(path, num_threads=options.latency_threads)
     tflite_f1 = data.f1(runner)
@@ -291,6 +294,7 @@ def measure(
         "tflite_bytes": report.size_bytes,
         "tflite_gzip_bytes": gzip_size(path),
         "tflite_fallback": report.fallback,
+        "tflite_notes": list(report.notes),
         "latency_p50_ms": timing["p50_ms"],
         "latency_p95_ms": timing["p95_ms"],
         "latency_length": options.latency_length,
@@ -314,6 +318,9 @@ def _print_row(row, log):
         log(f"  {COLUMNS[i]:<16} {cells[i]}")
 
 
+_FULL_INTEGER = " (full integer)"  # row-name suffix of an int8 file with int8 layer norms too
+
+
 def _name(options, default):
     return options.name or default
 
@@ -321,18 +328,22 @@ def _name(options, default):
 # ---------------------------------------------------------------------------- the methods
 
 
-def run_ptq(options, quantize="int8", log=_log):
+def run_ptq(options, quantize="int8", float_layer_norm=True, log=_log):
     """Post-training quantization: ``export_tflite(model, quantize=...)`` of the model as it is.
 
-    ``quantize="none"`` gives the float32 baseline row.
+    ``quantize="none"`` gives the float32 baseline row. ``float_layer_norm``: int8 only,
+    see :func:`kerasllm.export.export_tflite`.
     """
     started = time.time()
     model, data = load(options, log=log)
     os.makedirs(options.out, exist_ok=True)
-    name = _name(options, "float32" if quantize == "none" else f"PTQ {quantize}")
+    strict = quantize == "int8" and not float_layer_norm
+    name = _name(options, "float32" if quantize == "none" else f"PTQ {quantize}" + _FULL_INTEGER * strict)
     method = "base" if quantize == "none" else "ptq"
-    return measure(data, options.out, name, method, model, quantize=quantize, settings={"quantize": quantize},
-                   model_dir=os.path.abspath(options.model), started=started, log=log)
+    settings = {"quantize": quantize, **({"float_layer_norm": float_layer_norm} if quantize == "int8" else {})}
+    return measure(data, options.out, name, method, model, quantize=quantize, settings=settings,
+                   model_dir=os.path.abspath(options.model), started=started, log=log,
+                   float_layer_norm=float_layer_norm)
 
 
 def run_prune(
@@ -400,10 +411,12 @@ def run_prune(
                    started=started, log=log)
 
 
-def run_qat(options, preserve_sparsity=False, distill_alpha=None, temperature=2.0, log=_log):
-    """Quantization-aware fine-tuning, then full-integer int8 TFLite.
+def run_qat(options, preserve_sparsity=False, distill_alpha=None, temperature=2.0, float_layer_norm=True, log=_log):
+    """Quantization-aware fine-tuning, then int8 TFLite.
 
     ``distill_alpha``: fine-tune towards the float model as well (see :func:`with_teacher`).
+    ``float_layer_norm``: keep the layer-norm ops of the int8 file in float (default), or
+    make them int8 too (a full-integer file); see :func:`kerasllm.export.export_tflite`.
     """
     from kerasllm.compression import qat
 
@@ -419,11 +432,12 @@ def run_qat(options, preserve_sparsity=False, distill_alpha=None, temperature=2.
     plain = qat.float_copy(quantized)
     folder = save_folder(plain, data, options.out)
     settings = {"preserve_sparsity": preserve_sparsity, "epochs": options.epochs, "distill_alpha": distill_alpha,
-                "temperature": temperature if distill_alpha is not None else None}
+                "temperature": temperature if distill_alpha is not None else None,
+                "float_layer_norm": float_layer_norm}
     name = _name(options, "QAT int8" + (" (sparsity kept)" if preserve_sparsity else "")
-                 + (" +KD" if distill_alpha is not None else ""))
+                 + (" +KD" if distill_alpha is not None else "") + _FULL_INTEGER * (not float_layer_norm))
     return measure(data, options.out, name, "qat", quantized, quantize="int8", float_model=plain,
-                   settings=settings, model_dir=folder, started=started, log=log)
+                   settings=settings, model_dir=folder, started=started, log=log, float_layer_norm=float_layer_norm)
 
 
 def run_lowrank(options, param_fraction=None, energy=None, rank=None, log=_log):
