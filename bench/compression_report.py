@@ -12,6 +12,7 @@ Runs, on the base model folder and the CoNLL files, the same code as the
     QAT int8            quantization-aware fine-tuning, int8 TFLite (layer norms in float)
     PQAT int8           QAT of the pruned 50% model keeping its zeros
     student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard)
+    student replaced    the same blocks trained in the teacher's place (module replacing)
     student no teacher  the same student fine-tuned on the labels alone
     low-rank 50% FFN    SVD of the feed-forward kernels to half their parameters + fine-tune
 
@@ -52,6 +53,9 @@ def _rows(args):
         ("pqat-int8", "qat", {"preserve_sparsity": True}, {"model": "prune50", "lr": args.qat_lr}),
         ("distill", "distill", {"every": every, "temperature": args.temperature, "alpha": args.alpha},
          {"lr": args.distill_lr, "epochs": args.distill_epochs}),
+        ("distill-replace", "distill", {"every": every, "alpha": args.alpha, "temperature": args.temperature,
+                                         "replace_epochs": args.replace_epochs},
+         {"lr": args.distill_lr, "epochs": 0}),
         ("student-no-teacher", "distill", {"every": every, "alpha": 1.0},
          {"lr": args.distill_lr, "epochs": args.distill_epochs}),
         ("lowrank50", "lowrank", {"param_fraction": 0.5}, {"epochs": args.lowrank_epochs}),
@@ -153,14 +157,16 @@ def check_targets(rows):
         if ptq:
             results.append(("QAT int8 >= PTQ int8 F1", verdict(qat["tflite_score"] >= ptq["tflite_score"]),
                             f"{qat['tflite_score'] * 100:.2f} vs {ptq['tflite_score'] * 100:.2f}"))
-    student, alone = rows.get("distill"), rows.get("student-no-teacher")
-    if base and student:
-        share = student["keras_score"] / b_keras if b_keras else float("nan")
-        results.append(("distilled student F1 >= 90% of teacher", verdict(share >= 0.9), f"{share * 100:.1f}%"))
-        if alone:
-            results.append(("distilled student > student without teacher",
-                            verdict(student["keras_score"] > alone["keras_score"]),
-                            f"{student['keras_score'] * 100:.2f} vs {alone['keras_score'] * 100:.2f}"))
+    alone = rows.get("student-no-teacher")
+    for key, label in (("distill", "distilled student (KL)"), ("distill-replace", "module-replaced student")):
+        student = rows.get(key)
+        if base and student:
+            share = student["keras_score"] / b_keras if b_keras else float("nan")
+            results.append((f"{label} F1 >= 90% of teacher", verdict(share >= 0.9), f"{share * 100:.1f}%"))
+            if alone:
+                results.append((f"{label} > student without teacher",
+                                verdict(student["keras_score"] > alone["keras_score"]),
+                                f"{student['keras_score'] * 100:.2f} vs {alone['keras_score'] * 100:.2f}"))
     low = rows.get("lowrank50")
     if low:
         results.append(("low-rank 50% FFN: F1 and latency reported", "reported",
@@ -186,6 +192,8 @@ def main(argv=None):
                         help="label weight of the prune 50%% +emb +KD row (the rest: KL to the dense model)")
     parser.add_argument("--distill-epochs", type=int, default=3)
     parser.add_argument("--distill-lr", type=float, default=1e-4)
+    parser.add_argument("--replace-epochs", type=int, default=6,
+                        help="epochs of the module-replacing student row (rate 0.3 -> 1 over their first 80%%)")
     parser.add_argument("--lowrank-epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)

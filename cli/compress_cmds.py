@@ -133,9 +133,11 @@ def distill(
     layers: Optional[str] = typer.Option(None, help="Student = these teacher blocks, comma-separated (0-based). \\[default: none]"),
     preset: Optional[str] = typer.Option(None, help="Student = a fresh model of this preset (random weights). \\[default: none]"),
     temperature: float = typer.Option(2.0, help="Softmax temperature T of the soft targets."),
-    alpha: float = typer.Option(0.5, help="Weight of the hard-label loss; 1.0 = fine-tune the student without the teacher."),
+    alpha: float = typer.Option(0.5, help="Weight of the hard-label loss (in the module-replacing epochs too); 1.0 = fine-tune the student without the teacher's logits."),
     hidden: bool = typer.Option(False, help="Also match each student block's output to its source teacher block (MSE through a learned projection)."),
     hidden_weight: float = typer.Option(1.0, help="Weight of the hidden-state loss."),
+    replace_epochs: int = typer.Option(0, help="First train the student's blocks in the teacher's place for this many epochs (progressive module replacing, BERT-of-Theseus; needs --every or --layers); the --epochs of distillation follow (0: none)."),
+    replace_start_rate: float = typer.Option(0.3, help="Module replacing: probability of running a student block instead of its teacher blocks at the first step; it rises to 1 over 80% of --replace-epochs."),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
@@ -152,7 +154,8 @@ def distill(
                 raise ValueError(f"--layers {layers!r}: write block indices separated by commas, such as 2,5") from None
         options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
-                           hidden=hidden, hidden_weight=hidden_weight)
+                           hidden=hidden, hidden_weight=hidden_weight, replace_epochs=replace_epochs,
+                           replace_start_rate=replace_start_rate)
 
     run_user_errors(go)
 

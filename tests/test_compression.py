@@ -451,6 +451,143 @@ def test_teacher_and_student_with_different_label_sets_are_refused():
         compression.Distiller(teacher, tiny_classifier(labels=labels), alpha=1.5)
 
 
+def test_replacement_groups_split_the_teacher_into_consecutive_runs():
+    assert compression.replacement_groups(6, 2) == [[0, 1, 2], [3, 4, 5]]
+    assert compression.replacement_groups(6, 3) == [[0, 1], [2, 3], [4, 5]]
+    assert compression.replacement_groups(7, 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    with pytest.raises(ValueError, match="cannot stand in"):
+        compression.replacement_groups(2, 3)
+
+
+def _perturbed_student(teacher, every=2):
+    student = compression.student_from_teacher(teacher, every=every)
+    for layer in student.layers:  # move the student away from the teacher
+        layer.set_weights([w + np.float32(0.05) for w in layer.get_weights()])
+    return student
+
+
+def compose(student, blocks, inputs):
+    """By hand: the student's embeddings, then ``blocks`` in order, then the student's classifier."""
+    x = student.get_layer("embeddings")(inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
+    for block in blocks:
+        x = block(x, attention_mask=inputs["attention_mask"])
+    return student.get_layer("classifier")(x).numpy()
+
+
+def test_module_replacer_runs_each_group_by_the_teacher_or_the_student():
+    teacher = tiny_classifier(3, num_layers=4)
+    student = _perturbed_student(teacher)
+    replacer = compression.ModuleReplacer(teacher, student, ramp_steps=10)
+    assert replacer.groups == [[0, 1], [2, 3]]
+    inputs, _ = batch(3, masked_tail=2)
+
+    def forward(first, second):
+        return compose(student, first + second, inputs)
+
+    t = [teacher.get_layer(f"encoder_layer_{i}") for i in range(4)]
+    s = [student.get_layer(f"encoder_layer_{i}") for i in range(2)]
+    cases = {
+        (False, False): forward(t[:2], t[2:]),
+        (True, True): forward(s[:1], s[1:]),
+        (True, False): forward([s[0]], t[2:]),
+        (False, True): forward(t[:2], [s[1]]),
+    }
+    np.testing.assert_allclose(cases[(True, True)], student(inputs).numpy(), atol=1e-5)
+    for use_student, expected in cases.items():
+        got = replacer.mixed_forward(inputs, tf.constant(use_student), training=False).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=str(use_student))
+    # the four cases differ, so the comparison above can tell the paths apart
+    values = list(cases.values())
+    assert min(np.abs(a - b).max() for i, a in enumerate(values) for b in values[i + 1:]) > 1e-3
+    # a student copied from the teacher, run by the teacher's blocks throughout, is the teacher
+    copy = compression.ModuleReplacer(teacher, compression.student_from_teacher(teacher, every=2), ramp_steps=10)
+    np.testing.assert_allclose(copy.mixed_forward(inputs, tf.constant([False, False]), training=False).numpy(),
+                               teacher(inputs).numpy(), atol=1e-5)
+
+
+def test_module_replacer_rate_schedule():
+    teacher = tiny_classifier(4, num_layers=4)
+    replacer = compression.ModuleReplacer(teacher, _perturbed_student(teacher), start_rate=0.3, ramp_steps=10)
+    rates = [float(replacer.rate(step)) for step in (0, 5, 10, 50)]
+    assert rates == pytest.approx([0.3, 0.65, 1.0, 1.0])
+    with pytest.raises(ValueError, match="start_rate"):
+        compression.ModuleReplacer(teacher, _perturbed_student(teacher), start_rate=1.5)
+    with pytest.raises(ValueError, match="ramp_steps"):
+        compression.ModuleReplacer(teacher, _perturbed_student(teacher), ramp_steps=0)
+
+
+@pytest.mark.parametrize("start_rate", [0.0, 1.0])
+def test_module_replacer_loss_is_the_numpy_cross_entropy_of_the_path_taken(start_rate):
+    teacher = tiny_classifier(5, num_layers=4)
+    student = _perturbed_student(teacher)
+    head = student.get_layer("classifier")  # large logits, so the two paths' losses differ clearly
+    head.set_weights([w * np.float32(30.0) for w in head.get_weights()])
+    # rate 0 at step 0 (the ramp is long): the teacher's blocks run every group; rate 1: the student's.
+    replacer = compression.ModuleReplacer(teacher, student, start_rate=start_rate, ramp_steps=10**6, seed=0)
+    replacer.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    inputs, labels = batch(5, masked_tail=3)
+    history = replacer.fit(inputs, labels, batch_size=8, epochs=1, verbose=0).history
+    teacher_blocks = [teacher.get_layer(f"encoder_layer_{i}") for i in range(4)]
+    logits = student(inputs).numpy() if start_rate == 1.0 else compose(student, teacher_blocks, inputs)
+    other = compose(student, teacher_blocks, inputs) if start_rate == 1.0 else student(inputs).numpy()
+    expected, wrong = np_hard(logits, labels, "token"), np_hard(other, labels, "token")
+    assert abs(expected - wrong) > 1e-2 * expected  # the two paths give different losses
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert history["replace_rate"][0] == pytest.approx(start_rate)
+
+
+def test_module_replacer_with_alpha_adds_the_numpy_kl_to_the_teacher():
+    teacher = tiny_classifier(8, num_layers=4)
+    student = _perturbed_student(teacher)
+    head = student.get_layer("classifier")  # logits far enough from the teacher's for a clear KL
+    head.set_weights([w * np.float32(30.0) for w in head.get_weights()])
+    replacer = compression.ModuleReplacer(teacher, student, start_rate=1.0, ramp_steps=10, alpha=0.4, temperature=2.0)
+    replacer.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)
+    inputs, labels = batch(8, masked_tail=3)
+    history = replacer.fit(inputs, labels, batch_size=8, epochs=1, verbose=0).history
+    s_logits, t_logits = student(inputs).numpy(), teacher(inputs).numpy()
+    weights = (labels != -100).astype(np.float32)
+    soft = np_soft(s_logits, t_logits, 2.0, weights)
+    assert soft > 1e-2
+    assert history["soft_loss"][0] == pytest.approx(soft, rel=1e-4)
+    assert history["loss"][0] == pytest.approx(0.4 * np_hard(s_logits, labels, "token") + 0.6 * soft, rel=1e-4)
+    with pytest.raises(ValueError, match="alpha"):
+        compression.ModuleReplacer(teacher, student, alpha=1.5)
+
+
+def test_module_replacer_trains_only_the_student_blocks():
+    teacher = tiny_classifier(6, num_layers=4)
+    student = _perturbed_student(teacher)
+    before_t = [w.copy() for w in teacher.get_weights()]
+    fixed = {name: [w.copy() for w in student.get_layer(name).get_weights()] for name in ("embeddings", "classifier")}
+    blocks = {i: [w.copy() for w in student.get_layer(f"encoder_layer_{i}").get_weights()] for i in range(2)}
+    replacer = compression.ModuleReplacer(teacher, student, start_rate=1.0, ramp_steps=1, seed=0)
+    replacer.compile(optimizer=keras.optimizers.SGD(0.1))
+    inputs, labels = batch(6)
+    replacer.fit(inputs, labels, batch_size=4, epochs=2, verbose=0)
+    for a, b in zip(before_t, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for name, weights in fixed.items():
+        for a, b in zip(weights, student.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for i, weights in blocks.items():
+        moved = [np.abs(a - b).max() for a, b in zip(weights, student.get_layer(f"encoder_layer_{i}").get_weights())]
+        assert max(moved) > 1e-4, f"student block {i} did not train"
+    # the layers stay trainable for the fine-tune that follows
+    assert all(layer.trainable for layer in student.layers)
+
+
+def test_module_replacer_refuses_a_wider_student_and_other_labels():
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    teacher = tiny_classifier(labels=labels, num_layers=4)
+    with pytest.raises(ValueError, match="label sets differ"):
+        compression.ModuleReplacer(teacher, tiny_classifier(labels=["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]))
+    wide = token_classifier(tiny_config(hidden_size=2 * HIDDEN, num_layers=2), LABELS)
+    wide.kerasllm_task = {**wide.kerasllm_task, "labels": labels}
+    with pytest.raises(ValueError, match="width"):
+        compression.ModuleReplacer(teacher, wide)
+
+
 # ----------------------------------------------------------------------------- low-rank
 
 

@@ -84,6 +84,13 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--quantize 'int4'" in result.output
     result = runner.invoke(app, ["compress", "qat", "--model", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--train" in result.output
+    distill = ["compress", "distill", "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--preset", "bert-tiny"])
+    assert result.exit_code == 2 and "--replace-epochs needs a student taken from the teacher" in result.output
+    result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--replace-start-rate", "1.5"])
+    assert result.exit_code == 2 and "--replace-start-rate must be in [0, 1]" in result.output
+    result = runner.invoke(app, [*distill, "--replace-epochs", "-1"])
+    assert result.exit_code == 2 and "--replace-epochs must be >= 0" in result.output
 
 
 @pytest.mark.slow

@@ -329,7 +329,7 @@ def test_tf_tokenize_survives_saved_model(cased, tmp_path):
 
 def test_tflite_compatible_path_converts_and_runs(uncased):
     import tensorflow_text as tf_text
-    from tensorflow.lite.python import interpreter as tflite
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
     texts = ["Hello, World! Crème brûlée", "To be, or not to be: that is the question."]
 
@@ -342,7 +342,7 @@ def test_tflite_compatible_path_converts_and_runs(uncased):
     module = Tokenize()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
     converter.allow_custom_ops = True  # FastBertNormalize, FastWordpieceTokenize, RaggedTensorToTensor
-    runner = tflite.InterpreterWithCustomOps(
+    runner = InterpreterWithCustomOps(
         model_content=converter.convert(), custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS
     ).get_signature_runner()
     got = runner(texts=np.array(texts))["ids"]

@@ -14,6 +14,7 @@ Each method acts on the functional ``tf_keras`` models of :mod:`kerasllm.models`
     kerasllm.export.export_tflite(qat, "model.tflite", quantize="int8", representative_data=rows)
 
     distiller = compression.Distiller(teacher, compression.student_from_teacher(teacher, every=3))
+    replacer = compression.ModuleReplacer(teacher, distiller.student, ramp_steps=steps)  # BERT-of-Theseus
     small, report = compression.factorize_model(model, param_fraction=0.5)
 
 Post-training quantization is :func:`kerasllm.export.export_tflite` (``quantize=
@@ -23,9 +24,11 @@ a report row (:mod:`kerasllm.compression.report`).
 """
 from kerasllm.compression.distillation import (
     Distiller,
+    ModuleReplacer,
     check_label_sets,
     hard_loss,
     hidden_loss,
+    replacement_groups,
     soft_loss,
     student_from_preset,
     student_from_teacher,
@@ -65,6 +68,7 @@ __all__ = [
     "AttentionQuantizeConfig",
     "DenseQuantizeConfig",
     "Distiller",
+    "ModuleReplacer",
     "EmbeddingQuantizeConfig",
     "FeedForwardQuantizeConfig",
     "LowRankDense",
@@ -95,6 +99,7 @@ __all__ = [
     "soft_loss",
     "sparsity_report",
     "strip_pruning",
+    "replacement_groups",
     "student_from_preset",
     "student_from_teacher",
     "svd_factors",

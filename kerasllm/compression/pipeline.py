@@ -483,12 +483,26 @@ def run_distill(
     alpha=0.5,
     hidden=False,
     hidden_weight=1.0,
+    replace_epochs=0,
+    replace_start_rate=0.3,
     log=_log,
 ):
-    """Distil the model into a student (every k-th block, chosen blocks, or a preset); ``alpha=1``: no teacher."""
+    """Distil the model into a student (every k-th block, chosen blocks, or a preset); ``alpha=1``: no teacher.
+
+    ``replace_epochs > 0`` first trains the student's blocks in the teacher's place
+    (:class:`~kerasllm.compression.distillation.ModuleReplacer`, BERT-of-Theseus) for
+    that many epochs, the replacement rate rising from ``replace_start_rate`` to 1 over
+    their first 80%; the ``--epochs`` of distillation (``alpha``, ``temperature``) follow.
+    """
     from kerasllm.compression import distillation
 
     started = time.time()
+    if replace_epochs < 0:
+        raise ValueError(f"--replace-epochs must be >= 0, got {replace_epochs}")
+    if not 0.0 <= replace_start_rate <= 1.0:
+        raise ValueError(f"--replace-start-rate must be in [0, 1], got {replace_start_rate}")
+    if replace_epochs and preset is not None:
+        raise ValueError("--replace-epochs needs a student taken from the teacher's blocks (--every or --layers), not --preset")
     teacher, data = load(options, needs_train=True, log=log)
     os.makedirs(options.out, exist_ok=True)
     if preset is not None:
@@ -508,9 +522,10 @@ def run_distill(
         if chosen is None:
             raise ValueError("--hidden needs a student taken from the teacher's blocks (--every or --layers)")
         hidden_layers = list(enumerate(chosen))
-    with_teacher = alpha < 1.0 or hidden_layers
+    uses_logits = bool(alpha < 1.0 or hidden_layers)
+    with_teacher = uses_logits or bool(replace_epochs)
     distiller = distillation.Distiller(
-        teacher if with_teacher else None,
+        teacher if uses_logits else None,
         student,
         temperature=temperature,
         alpha=alpha,
@@ -519,19 +534,32 @@ def run_distill(
     )
     log(f"student: {origin}, {student.count_params():,} parameters (teacher {teacher.count_params():,}); "
         + (f"T={temperature}, alpha={alpha}" + (f", hidden pairs {hidden_layers}" if hidden_layers else "")
-           if with_teacher else "no teacher (hard labels only)"))
+           if uses_logits else "no teacher (hard labels only)"))
+    if replace_epochs:
+        ramp = max(1, int(0.8 * replace_epochs * data.steps_per_epoch()))
+        replacer = distillation.ModuleReplacer(teacher, student, start_rate=replace_start_rate, ramp_steps=ramp,
+                                               alpha=alpha, temperature=temperature, seed=options.seed)
+        log(f"module replacing: student blocks stand in for teacher blocks {replacer.groups}, "
+            f"rate {replace_start_rate} -> 1 over {ramp} steps"
+            + (f"; loss {alpha} x labels + {1 - alpha:g} x KL (T={temperature})" if alpha < 1 else "; labels only"))
+        compile_for_training(replacer, data, epochs=replace_epochs)
+        fit(replacer, data, epochs=replace_epochs, log=log)
     compile_for_training(distiller, data)
-    fit(distiller, data)
+    fit(distiller, data, log=log)
     folder = save_folder(student, data, options.out)
     settings = {
         "student": origin,
         "layers": student.kerasllm_config.num_layers,
-        "temperature": temperature if with_teacher else None,
+        "temperature": temperature if (alpha < 1.0) else None,
         "alpha": alpha,
         "hidden_layers": hidden_layers,
         "teacher": bool(with_teacher),
         "epochs": options.epochs,
+        "replace_epochs": replace_epochs,
+        "replace_start_rate": replace_start_rate if replace_epochs else None,
     }
     default = f"student {student.kerasllm_config.num_layers}L " + ("distilled" if with_teacher else "no teacher")
+    if replace_epochs:
+        default += " (module replacing)"
     return measure(data, options.out, _name(options, default), "distill", student, settings=settings,
                    model_dir=folder, started=started, log=log)
