@@ -13,7 +13,8 @@ Runs, on the base model folder and the CoNLL files, the same code as the
     PQAT int8           QAT of the pruned 50% model keeping its zeros
     student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard)
     student replaced    the same blocks trained in the teacher's place (module replacing)
-    student no teacher  the same student fine-tuned on the labels alone
+    student no teacher  the same student fine-tuned on the labels alone (twice: with the
+                        distilled row's lr and epochs, and with the replaced row's)
     low-rank 50% FFN    SVD of the feed-forward kernels to half their parameters + fine-tune
 
 and prints the merged table with the anchor (float32) and each row's ratio to
@@ -38,6 +39,8 @@ import time
 def _rows(args):
     """``(folder, method, kwargs, option overrides)`` of every row, in table order."""
     every = args.every
+    # the students' blocks: --layers if given, else every k-th block (their keyword arguments)
+    blocks = {"layers": [int(v) for v in args.layers.split(",")]} if args.layers else {"every": every}
     prune = {"epochs": args.prune_epochs} if args.prune_epochs else {}
     rows = [
         ("float32", "ptq", {"quantize": "none"}, {}),
@@ -51,13 +54,15 @@ def _rows(args):
         ("prune-2of4", "prune", {"m_by_n": (2, 4)}, prune),
         ("qat-int8", "qat", {}, {"lr": args.qat_lr}),
         ("pqat-int8", "qat", {"preserve_sparsity": True}, {"model": "prune50", "lr": args.qat_lr}),
-        ("distill", "distill", {"every": every, "temperature": args.temperature, "alpha": args.alpha},
+        ("distill", "distill", {**blocks, "temperature": args.temperature, "alpha": args.alpha},
          {"lr": args.distill_lr, "epochs": args.distill_epochs}),
-        ("distill-replace", "distill", {"every": every, "alpha": args.alpha, "temperature": args.temperature,
-                                         "replace_epochs": args.replace_epochs},
-         {"lr": args.distill_lr, "epochs": 0}),
-        ("student-no-teacher", "distill", {"every": every, "alpha": 1.0},
+        ("distill-replace", "distill", {**blocks, "alpha": args.replace_alpha, "temperature": args.temperature,
+                                         "replace_epochs": args.replace_epochs, "replace_lr": args.replace_lr},
+         {"epochs": 0}),
+        ("student-no-teacher", "distill", {**blocks, "alpha": 1.0},
          {"lr": args.distill_lr, "epochs": args.distill_epochs}),
+        ("student-no-teacher-replace", "distill", {**blocks, "alpha": 1.0},
+         {"lr": args.replace_lr, "epochs": args.replace_epochs, "name": "student 2L no teacher (replacing's lr, epochs)"}),
         ("lowrank50", "lowrank", {"param_fraction": 0.5}, {"epochs": args.lowrank_epochs}),
     ]
     if args.only:
@@ -83,7 +88,7 @@ def run_row(folder, method, kwargs, overrides, args):
         model=model, out=out, train=args.train, dev=args.dev, test=args.test,
         max_length=args.max_length, batch_size=args.batch_size, epochs=overrides.get("epochs", args.epochs),
         lr=overrides.get("lr", args.lr), seed=args.seed, latency_length=args.latency_length,
-        latency_threads=args.threads,
+        latency_threads=args.threads, name=overrides.get("name"),
     )
     print(f"\n===== [{folder}] kerasllm compress {method} {kwargs}", flush=True)
     started = time.time()
@@ -157,9 +162,10 @@ def check_targets(rows):
         if ptq:
             results.append(("QAT int8 >= PTQ int8 F1", verdict(qat["tflite_score"] >= ptq["tflite_score"]),
                             f"{qat['tflite_score'] * 100:.2f} vs {ptq['tflite_score'] * 100:.2f}"))
-    alone = rows.get("student-no-teacher")
-    for key, label in (("distill", "distilled student (KL)"), ("distill-replace", "module-replaced student")):
-        student = rows.get(key)
+    # each student against the same student trained on the labels alone with its own lr and epochs
+    for key, label, alone_key in (("distill", "distilled student (KL)", "student-no-teacher"),
+                                  ("distill-replace", "module-replaced student", "student-no-teacher-replace")):
+        student, alone = rows.get(key), rows.get(alone_key)
         if base and student:
             share = student["keras_score"] / b_keras if b_keras else float("nan")
             results.append((f"{label} F1 >= 90% of teacher", verdict(share >= 0.9), f"{share * 100:.1f}%"))
@@ -186,6 +192,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--qat-lr", type=float, default=2e-5)
     parser.add_argument("--every", type=int, default=3, help="student = every k-th teacher block")
+    parser.add_argument("--layers", help="student = these teacher blocks, comma-separated, 0-based (instead of --every)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5, help="label weight of the distilled student")
     parser.add_argument("--prune-alpha", type=float, default=0.5,
@@ -194,6 +201,9 @@ def main(argv=None):
     parser.add_argument("--distill-lr", type=float, default=1e-4)
     parser.add_argument("--replace-epochs", type=int, default=6,
                         help="epochs of the module-replacing student row (rate 0.3 -> 1 over their first 80%%)")
+    parser.add_argument("--replace-lr", type=float, default=5e-4, help="peak learning rate of the module-replacing row")
+    parser.add_argument("--replace-alpha", type=float, default=1.0,
+                        help="label weight of the module-replacing row (1.0: labels only; below 1 adds the KL term)")
     parser.add_argument("--lowrank-epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -203,6 +213,8 @@ def main(argv=None):
     parser.add_argument("--only", help="comma-separated row folders to run (default: all)")
     parser.add_argument("--force", action="store_true", help="redo rows that already have a result")
     args = parser.parse_args(argv)
+    if args.layers is not None and not all(v.strip().isdigit() for v in args.layers.split(",")):
+        parser.error(f"--layers {args.layers!r}: write block indices separated by commas, such as 0,3")
 
     from kerasllm.compression.report import markdown_table, write_report
 

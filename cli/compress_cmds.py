@@ -138,6 +138,7 @@ def distill(
     hidden_weight: float = typer.Option(1.0, help="Weight of the hidden-state loss."),
     replace_epochs: int = typer.Option(0, help="First train the student's blocks in the teacher's place for this many epochs (progressive module replacing, BERT-of-Theseus; needs --every or --layers); the --epochs of distillation follow (0: none)."),
     replace_start_rate: float = typer.Option(0.3, help="Module replacing: probability of running a student block instead of its teacher blocks at the first step; it rises to 1 over 80% of --replace-epochs."),
+    replace_lr: float = typer.Option(5e-4, help="Peak learning rate of the module-replacing epochs (--lr is the distillation's)."),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
@@ -155,7 +156,7 @@ def distill(
         options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
                            hidden=hidden, hidden_weight=hidden_weight, replace_epochs=replace_epochs,
-                           replace_start_rate=replace_start_rate)
+                           replace_start_rate=replace_start_rate, replace_lr=replace_lr)
 
     run_user_errors(go)
 

@@ -91,6 +91,8 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--replace-start-rate must be in [0, 1]" in result.output
     result = runner.invoke(app, [*distill, "--replace-epochs", "-1"])
     assert result.exit_code == 2 and "--replace-epochs must be >= 0" in result.output
+    result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--replace-lr", "0"])
+    assert result.exit_code == 2 and "--replace-lr must be > 0, got 0.0" in result.output
 
 
 @pytest.mark.slow
