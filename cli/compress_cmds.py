@@ -136,9 +136,12 @@ def distill(
     alpha: float = typer.Option(0.5, help="Weight of the hard-label loss (in the module-replacing epochs too); 1.0 = fine-tune the student without the teacher's logits."),
     hidden: bool = typer.Option(False, help="Also match each student block's output to its source teacher block (MSE through a learned projection)."),
     hidden_weight: float = typer.Option(1.0, help="Weight of the hidden-state loss."),
+    hidden_map: str = typer.Option("group-end", help="--hidden: the teacher block each student block matches: group-end (the last of the teacher blocks it stands in for; blocks 3 and 6 for 2 of 6) or source (the block it was copied from)."),
     replace_epochs: int = typer.Option(0, help="First train the student's blocks in the teacher's place for this many epochs (progressive module replacing, BERT-of-Theseus; needs --every or --layers); the --epochs of distillation follow (0: none)."),
     replace_start_rate: float = typer.Option(0.3, help="Module replacing: probability of running a student block instead of its teacher blocks at the first step; it rises to 1 over 80% of --replace-epochs."),
     replace_lr: float = typer.Option(5e-4, help="Peak learning rate of the module-replacing epochs (--lr is the distillation's)."),
+    replace_alpha: Optional[float] = typer.Option(None, help="Weight of the hard-label loss in the module-replacing epochs (1.0: labels only). \\[default: --alpha]"),
+    keep_best: bool = typer.Option(True, "--keep-best/--keep-last", help="Score the student on --dev after every epoch (both phases) and keep the best epoch's; --keep-last keeps the last. Without --dev: the last."),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
@@ -155,8 +158,9 @@ def distill(
                 raise ValueError(f"--layers {layers!r}: write block indices separated by commas, such as 2,5") from None
         options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
-                           hidden=hidden, hidden_weight=hidden_weight, replace_epochs=replace_epochs,
-                           replace_start_rate=replace_start_rate, replace_lr=replace_lr)
+                           hidden=hidden, hidden_weight=hidden_weight, hidden_map=hidden_map, replace_epochs=replace_epochs,
+                           replace_start_rate=replace_start_rate, replace_lr=replace_lr,
+                           replace_alpha=replace_alpha, keep_best=keep_best)
 
     run_user_errors(go)
 

@@ -423,6 +423,35 @@ def test_distiller_train_step_reports_the_numpy_loss_with_hidden_states():
     assert history["hidden_loss"][0] == pytest.approx(hidden, rel=1e-4)
 
 
+def test_hidden_pairs_map_each_student_block_to_the_end_of_its_group_or_its_source():
+    assert compression.hidden_pairs(6, [0, 3]) == [(0, 2), (1, 5)]
+    assert compression.hidden_pairs(6, [2, 5]) == [(0, 2), (1, 5)]
+    assert compression.hidden_pairs(12, [3, 7, 11]) == [(0, 3), (1, 7), (2, 11)]
+    assert compression.hidden_pairs(5, [0, 3]) == [(0, 2), (1, 4)]
+    assert compression.hidden_pairs(6, [0, 3], "source") == [(0, 0), (1, 3)]
+    with pytest.raises(ValueError, match="--hidden-map 'middle'"):
+        compression.hidden_pairs(6, [0, 3], "middle")
+
+
+def test_hidden_projection_starts_as_the_identity_at_equal_widths():
+    teacher = tiny_classifier(7, num_layers=2)
+    student = compression.student_from_teacher(teacher, every=2)
+    distiller = compression.Distiller(teacher, student, alpha=0.5, hidden_layers=[(0, 1)])
+    inputs, labels = batch(4)
+
+    def losses(d):  # builds the projections on first use
+        return d.compute_losses(inputs, labels, d._student_features(inputs), d._teacher_features(inputs))
+
+    losses(distiller)
+    w, b = distiller.projections[0].get_weights()
+    np.testing.assert_array_equal(w, np.eye(HIDDEN, dtype=np.float32))
+    np.testing.assert_array_equal(b, np.zeros(HIDDEN, np.float32))
+    # a student that is the teacher's block 1 reproduces its output exactly: the hidden term starts at zero
+    same = compression.student_from_teacher(teacher, layers=[0, 1])
+    exact = compression.Distiller(teacher, same, alpha=0.5, hidden_layers=[(1, 1)])
+    assert float(losses(exact)["hidden_loss"]) < 1e-10
+
+
 def test_student_from_teacher_takes_every_kth_block():
     teacher = tiny_classifier(9, num_layers=4)
     student = compression.student_from_teacher(teacher, every=2)

@@ -93,6 +93,8 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--replace-epochs must be >= 0" in result.output
     result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--replace-lr", "0"])
     assert result.exit_code == 2 and "--replace-lr must be > 0, got 0.0" in result.output
+    result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--replace-alpha", "1.5"])
+    assert result.exit_code == 2 and "--replace-alpha must be in [0, 1]" in result.output
 
 
 @pytest.mark.slow
@@ -125,3 +127,43 @@ def test_compress_commands_on_a_tiny_ner_model(tmp_path_factory):
     for folder in ("prune", "lowrank"):
         model, _, labels = load_ner_folder(out / folder / "model")
         assert model.output_shape[-1] == labels.num_labels
+
+
+def test_distill_repeats_with_its_seed_and_keeps_the_best_dev_epoch(tmp_path_factory):
+    """Same --seed twice: bit-identical students; the saved student is the best dev epoch's."""
+    import numpy as np
+
+    from kerasllm.compression.pipeline import CompressOptions, NerData, load_ner_folder
+    from tests.test_cli_ner import tiny_ner_model
+
+    files = tiny_ner_model(tmp_path_factory)
+    out = tmp_path_factory.mktemp("distill_seed")
+    common = ["compress", "distill", "--model", files["model"], "--train", files["train"], "--dev", files["dev"],
+              "--test", files["test"], "--layers", "0", "--replace-epochs", "1", "--epochs", "2", "--lr", "1e-3",
+              "--replace-lr", "1e-3", "--max-length", "32", "--latency-length", "16", "--batch-size", "16"]
+    weights, rows = {}, {}
+    for folder, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        result = runner.invoke(app, [*common, "--seed", seed, "--out", str(out / folder)])
+        assert result.exit_code == 0, result.output
+        rows[folder] = report.read_rows([str(out / folder)])[0]
+        model, tokenizer, labels = load_ner_folder(out / folder / "model")
+        weights[folder] = model.get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["b"]))
+    assert not all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["c"]))
+    assert rows["a"]["keras_score"] == rows["b"]["keras_score"]
+    settings = rows["a"]["settings"]
+    history = settings["dev_f1_by_epoch"]
+    assert [(h["phase"], h["epoch"]) for h in history] == [("replace", 1), ("distill", 1), ("distill", 2)]
+    best = max(range(3), key=lambda i: (history[i]["dev_f1"], -i))
+    assert settings["kept_epoch"] == [history[best]["phase"], history[best]["epoch"]]
+    # the saved student scores the kept epoch's dev F1 when scored again from its folder
+    options = CompressOptions(model=str(out / "a" / "model"), out=str(out / "rescore"), dev=files["dev"],
+                              max_length=32, batch_size=16)
+    data = NerData(tokenizer, labels, options)
+    model, _, _ = load_ner_folder(out / "a" / "model")
+    assert data.f1(model, "dev") == pytest.approx(settings["dev_f1_kept"], abs=1e-9)
+    # --keep-last: no dev scoring, the last epoch is kept
+    result = runner.invoke(app, [*common, "--seed", "7", "--keep-last", "--out", str(out / "last")])
+    assert result.exit_code == 0, result.output
+    last = report.read_rows([str(out / "last")])[0]["settings"]
+    assert last["kept_epoch"] == "last" and last["dev_f1_by_epoch"] is None

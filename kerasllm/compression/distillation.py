@@ -138,7 +138,7 @@ class Distiller(keras.Model):
         alpha: weight of the hard-label loss, in [0, 1]; the KL term gets ``1 - alpha``.
         hidden_layers: pairs ``(student layer, teacher layer)`` (block indices or
             layer names) whose outputs are matched by MSE through a learned
-            projection.
+            projection (initialised to the identity when the widths agree).
         hidden_weight: weight of the hidden-state term.
         ignore_index: label value skipped by the hard loss.
         teacher_labels, student_labels: label names (default: the models'
@@ -190,13 +190,18 @@ class Distiller(keras.Model):
         self.hidden_pairs = pairs
         self._student_features = self._features(student, [s for s, _ in pairs])
         self._teacher_features = self._features(teacher, [t for _, t in pairs]) if teacher is not None else None
-        self.projections = [
-            keras.layers.Dense(int(teacher.get_layer(t).output.shape[-1]), name=f"hidden_projection_{i}")
-            for i, (_, t) in enumerate(pairs)
-        ]
+        self.projections = [self._projection(student, teacher, s, t, i) for i, (s, t) in enumerate(pairs)]
         self._trackers = {
             name: keras.metrics.Mean(name=name) for name in ("loss", "hard_loss", "soft_loss", "hidden_loss")
         }
+
+    @staticmethod
+    def _projection(student, teacher, student_layer, teacher_layer, index):
+        """The learned map of one student layer's output onto the teacher's width (starts as the identity when equal)."""
+        width = int(teacher.get_layer(teacher_layer).output.shape[-1])
+        same = int(student.get_layer(student_layer).output.shape[-1]) == width
+        return keras.layers.Dense(width, kernel_initializer="identity" if same else "glorot_uniform",
+                                  name=f"hidden_projection_{index}")
 
     @staticmethod
     def _features(model, names):
@@ -378,6 +383,29 @@ def replacement_groups(num_teacher_blocks, num_student_blocks):
     sizes = [n // k + (1 if g < n % k else 0) for g in range(k)]
     starts = np.cumsum([0] + sizes[:-1])
     return [list(range(int(s), int(s) + size)) for s, size in zip(starts, sizes)]
+
+
+HIDDEN_MAPS = ("group-end", "source")
+
+
+def hidden_pairs(num_teacher_blocks, student_sources, mapping="group-end"):
+    """``(student block, teacher block)`` pairs for the hidden-state term of a student copied from ``student_sources``.
+
+    ``"group-end"``: student block i matches the last teacher block of the i-th of
+    :func:`replacement_groups` (TinyBERT's uniform map: the output it stands in
+    for); ``"source"``: the teacher block it was copied from.
+
+    >>> hidden_pairs(6, [0, 3])
+    [(0, 2), (1, 5)]
+    >>> hidden_pairs(6, [0, 3], "source")
+    [(0, 0), (1, 3)]
+    """
+    if mapping not in HIDDEN_MAPS:
+        raise ValueError(f"--hidden-map {mapping!r}: choose {' or '.join(HIDDEN_MAPS)}")
+    if mapping == "source":
+        return list(enumerate(int(b) for b in student_sources))
+    groups = replacement_groups(num_teacher_blocks, len(student_sources))
+    return [(i, group[-1]) for i, group in enumerate(groups)]
 
 
 def _block_input(block):

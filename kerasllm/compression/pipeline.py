@@ -162,8 +162,15 @@ class NerData:
 
 
 def load(options, needs_train=False, log=_log):
-    """Validate ``options``; return ``(model, NerData)``."""
+    """Validate ``options``, seed every generator from ``--seed``; return ``(model, NerData)``.
+
+    The seeding (:func:`kerasllm.training.set_seed`: dropout, initialisers, the data
+    order) makes a run with the same ``--seed`` repeat in a new process.
+    """
+    from kerasllm.training import set_seed
+
     options.validate(needs_train)
+    set_seed(options.seed)
     model, tokenizer, label_map = load_ner_folder(options.model)
     config = model.kerasllm_config
     if options.max_length > config.max_position:
@@ -192,13 +199,72 @@ def compile_for_training(model, data, epochs=None, lr=None):
     return model
 
 
-def fit(model, data, callbacks=(), epochs=None, log=_log):
-    """Fine-tune a compiled model on the training windows (``epochs`` defaults to ``--epochs``)."""
+def fit(model, data, callbacks=(), epochs=None, log=_log, best=None):
+    """Fine-tune a compiled model on the training windows (``epochs`` defaults to ``--epochs``).
+
+    ``best``: a :class:`BestDevWeights` that scores its model on dev after every epoch.
+    """
     epochs = data.options.epochs if epochs is None else epochs
     if epochs == 0:
         return None
     log(f"fine-tuning {epochs} epoch(s), {data.steps_per_epoch()} steps each")
-    return model.fit(data.dataset(), epochs=epochs, callbacks=list(callbacks), verbose=2)
+    callbacks = list(callbacks) + ([best.callback()] if best is not None else [])
+    return model.fit(data.dataset(), epochs=epochs, callbacks=callbacks, verbose=2)
+
+
+class BestDevWeights:
+    """Keeps the weights of ``model`` from the epoch with the best dev entity F1, over one or more fits.
+
+    After every epoch of each :func:`fit` it is passed to, ``model`` (the student
+    inside a distiller, say) is scored on the dev split; :meth:`restore` puts back
+    the best epoch's weights (the first of equal scores). ``phase`` names the fit
+    in the log and in :attr:`best_epoch`, e.g. ``("replace", 5)``.
+
+    Example:
+
+    >>> import numpy as np, tf_keras as keras
+    >>> model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    >>> class Fake:  # dev scores 0.2, then 0.5, then 0.3
+    ...     scores = iter([0.2, 0.5, 0.3])
+    ...     def f1(self, model, split): return next(self.scores)
+    >>> best = BestDevWeights(model, Fake(), log=lambda m: None)
+    >>> for epoch in range(3):
+    ...     model.set_weights([np.full((1, 1), epoch, "float32"), np.zeros(1, "float32")])
+    ...     best.callback().on_epoch_end(epoch)
+    >>> best.restore(), float(model.get_weights()[0][0, 0])
+    (('fit', 2), 1.0)
+    """
+
+    def __init__(self, model, data, log=_log):
+        self.model, self.data, self.log = model, data, log
+        self.phase = "fit"
+        self.best_f1, self.best_epoch, self._weights = None, None, None
+        self.history = []
+
+    def callback(self):
+        import tf_keras as keras
+
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: self._score(epoch, logs))
+
+    def _score(self, epoch, logs=None):
+        f1 = self.data.f1(self.model, "dev")
+        self.history.append({"phase": self.phase, "epoch": epoch + 1, "dev_f1": f1})
+        better = self.best_f1 is None or f1 > self.best_f1
+        if better:
+            self.best_f1, self.best_epoch = f1, (self.phase, epoch + 1)
+            self._weights = [np.array(w) for w in self.model.get_weights()]
+        if logs is not None:
+            logs["val_f1"] = f1
+        self.log(f"{self.phase} epoch {epoch + 1}: dev entity F1 {f1 * 100:.2f}" + (" (best so far)" if better else ""))
+
+    def restore(self):
+        """Put the best epoch's weights back into the model; return that epoch (None if none was scored)."""
+        if self._weights is None:
+            return None
+        self.model.set_weights(self._weights)
+        phase, epoch = self.best_epoch
+        self.log(f"kept the student of {phase} epoch {epoch} (dev entity F1 {self.best_f1 * 100:.2f})")
+        return self.best_epoch
 
 
 def with_teacher(student, teacher, distill_alpha=None, temperature=2.0, log=_log):
@@ -483,9 +549,12 @@ def run_distill(
     alpha=0.5,
     hidden=False,
     hidden_weight=1.0,
+    hidden_map="group-end",
     replace_epochs=0,
     replace_start_rate=0.3,
     replace_lr=5e-4,
+    replace_alpha=None,
+    keep_best=True,
     log=_log,
 ):
     """Distil the model into a student (every k-th block, chosen blocks, or a preset); ``alpha=1``: no teacher.
@@ -493,11 +562,22 @@ def run_distill(
     ``replace_epochs > 0`` first trains the student's blocks in the teacher's place
     (:class:`~kerasllm.compression.distillation.ModuleReplacer`, BERT-of-Theseus) for
     that many epochs, the replacement rate rising from ``replace_start_rate`` to 1 over
-    their first 80%, at the peak learning rate ``replace_lr`` (``None``: ``options.lr``);
-    the ``--epochs`` of distillation (``alpha``, ``temperature``, ``options.lr``) follow.
+    their first 80%, at the peak learning rate ``replace_lr`` (``None``: ``options.lr``)
+    with the label weight ``replace_alpha`` (``None``: ``alpha``; below 1 adds the KL
+    term); the ``--epochs`` of distillation (``alpha``, ``temperature``, ``options.lr``) follow.
     On MiniLM/WNUT-17 (2-block student, 6 epochs, labels only) four runs at 5e-4 averaged
-    35.50 test F1 (34.43-37.39) against 34.50 for two at 2e-4 (bench/README.md,
-    "Compression"), hence the default.
+    35.50 test F1 (34.43-37.39, unseeded dropout) against 34.50 for two at 2e-4, hence
+    the default; three seeded runs keeping the best dev epoch gave 34.71-35.55
+    (bench/README.md, "Compression").
+
+    ``hidden``: also match each student block's output by MSE; ``hidden_map`` picks the
+    teacher block: ``"group-end"`` (default; TinyBERT's uniform map: student block i to the
+    last teacher block of the i-th of ``replacement_groups``, blocks 3 and 6 of 6 for a
+    2-block student) or ``"source"`` (the block the student block was copied from).
+
+    ``keep_best`` (with a dev split): score the student on dev after every epoch of
+    both phases and keep the best epoch's weights (:class:`BestDevWeights`); without
+    it, or without ``--dev``, the last epoch's student is kept.
     """
     from kerasllm.compression import distillation
 
@@ -507,6 +587,9 @@ def run_distill(
     if not 0.0 <= replace_start_rate <= 1.0:
         raise ValueError(f"--replace-start-rate must be in [0, 1], got {replace_start_rate}")
     replace_lr = options.lr if replace_lr is None else replace_lr
+    replace_alpha = alpha if replace_alpha is None else replace_alpha
+    if not 0.0 <= replace_alpha <= 1.0:
+        raise ValueError(f"--replace-alpha must be in [0, 1] (the label-loss weight), got {replace_alpha}")
     if not replace_lr > 0:
         raise ValueError(f"--replace-lr must be > 0, got {replace_lr}")
     if replace_epochs and preset is not None:
@@ -529,7 +612,7 @@ def run_distill(
     if hidden:
         if chosen is None:
             raise ValueError("--hidden needs a student taken from the teacher's blocks (--every or --layers)")
-        hidden_layers = list(enumerate(chosen))
+        hidden_layers = distillation.hidden_pairs(teacher.kerasllm_config.num_layers, chosen, hidden_map)
     uses_logits = bool(alpha < 1.0 or hidden_layers)
     with_teacher = uses_logits or bool(replace_epochs)
     distiller = distillation.Distiller(
@@ -540,20 +623,31 @@ def run_distill(
         hidden_layers=hidden_layers,
         hidden_weight=hidden_weight,
     )
+    best = None
+    if keep_best and data.windows("dev") is not None:
+        best = BestDevWeights(student, data, log=log)
+    elif keep_best:
+        log("no --dev: keeping the student of the last epoch")
     log(f"student: {origin}, {student.count_params():,} parameters (teacher {teacher.count_params():,}); "
         + (f"T={temperature}, alpha={alpha}" + (f", hidden pairs {hidden_layers}" if hidden_layers else "")
            if uses_logits else "no teacher (hard labels only)"))
     if replace_epochs:
         ramp = max(1, int(0.8 * replace_epochs * data.steps_per_epoch()))
         replacer = distillation.ModuleReplacer(teacher, student, start_rate=replace_start_rate, ramp_steps=ramp,
-                                               alpha=alpha, temperature=temperature, seed=options.seed)
+                                               alpha=replace_alpha, temperature=temperature, seed=options.seed)
         log(f"module replacing: student blocks stand in for teacher blocks {replacer.groups}, "
             f"rate {replace_start_rate} -> 1 over {ramp} steps, lr {replace_lr:g}"
-            + (f"; loss {alpha} x labels + {1 - alpha:g} x KL (T={temperature})" if alpha < 1 else "; labels only"))
+            + (f"; loss {replace_alpha} x labels + {1 - replace_alpha:g} x KL (T={temperature})"
+               if replace_alpha < 1 else "; labels only"))
         compile_for_training(replacer, data, epochs=replace_epochs, lr=replace_lr)
-        fit(replacer, data, epochs=replace_epochs, log=log)
+        if best is not None:
+            best.phase = "replace"
+        fit(replacer, data, epochs=replace_epochs, log=log, best=best)
     compile_for_training(distiller, data)
-    fit(distiller, data, log=log)
+    if best is not None:
+        best.phase = "distill"
+    fit(distiller, data, log=log, best=best)
+    kept = best.restore() if best is not None else None
     folder = save_folder(student, data, options.out)
     settings = {
         "student": origin,
@@ -566,6 +660,11 @@ def run_distill(
         "replace_epochs": replace_epochs,
         "replace_start_rate": replace_start_rate if replace_epochs else None,
         "replace_lr": replace_lr if replace_epochs else None,
+        "replace_alpha": replace_alpha if replace_epochs else None,
+        "kept_epoch": list(kept) if kept else "last",
+        "dev_f1_kept": best.best_f1 if kept else None,
+        "dev_f1_by_epoch": best.history if best is not None else None,
+        "seed": options.seed,
     }
     default = f"student {student.kerasllm_config.num_layers}L " + ("distilled" if with_teacher else "no teacher")
     if replace_epochs:
