@@ -11,7 +11,8 @@ Runs, on the base model folder and the CoNLL files, the same code as the
     prune 2:4           2:4 structured sparsity
     QAT int8            quantization-aware fine-tuning, int8 TFLite (layer norms in float)
     PQAT int8           QAT of the pruned 50% model keeping its zeros
-    student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard)
+    student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard;
+                        --augment K: on K augmented copies of the training set too)
     student replaced    the same blocks trained in the teacher's place (module replacing)
     student no teacher  the same student fine-tuned on the labels alone (twice: with the
                         distilled row's lr and epochs, and with the replaced row's)
@@ -55,7 +56,7 @@ def _rows(args):
         ("qat-int8", "qat", {}, {"lr": args.qat_lr}),
         ("pqat-int8", "qat", {"preserve_sparsity": True}, {"model": "prune50", "lr": args.qat_lr}),
         ("distill", "distill", {**blocks, "temperature": args.temperature, "alpha": args.alpha},
-         {"lr": args.distill_lr, "epochs": args.distill_epochs}),
+         {"lr": args.distill_lr, "epochs": args.distill_epochs, "augment": args.augment}),
         ("distill-replace", "distill", {**blocks, "alpha": args.replace_alpha, "temperature": args.temperature,
                                          "replace_epochs": args.replace_epochs, "replace_lr": args.replace_lr},
          {"epochs": 0}),
@@ -88,7 +89,7 @@ def run_row(folder, method, kwargs, overrides, args):
         model=model, out=out, train=args.train, dev=args.dev, test=args.test,
         max_length=args.max_length, batch_size=args.batch_size, epochs=overrides.get("epochs", args.epochs),
         lr=overrides.get("lr", args.lr), seed=args.seed, latency_length=args.latency_length,
-        latency_threads=args.threads, name=overrides.get("name"),
+        latency_threads=args.threads, name=overrides.get("name"), augment=overrides.get("augment", 0),
     )
     print(f"\n===== [{folder}] kerasllm compress {method} {kwargs}", flush=True)
     started = time.time()
@@ -204,6 +205,8 @@ def main(argv=None):
     parser.add_argument("--replace-lr", type=float, default=5e-4, help="peak learning rate of the module-replacing row")
     parser.add_argument("--replace-alpha", type=float, default=1.0,
                         help="label weight of the module-replacing row (1.0: labels only; below 1 adds the KL term)")
+    parser.add_argument("--augment", type=int, default=0,
+                        help="augmented copies of --train for the distilled student row (compress distill --augment)")
     parser.add_argument("--lowrank-epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)

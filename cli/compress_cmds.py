@@ -141,6 +141,10 @@ def distill(
     replace_start_rate: float = typer.Option(0.3, help="Module replacing: probability of running a student block instead of its teacher blocks at the first step; it rises to 1 over 80% of --replace-epochs."),
     replace_lr: float = typer.Option(5e-4, help="Peak learning rate of the module-replacing epochs (--lr is the distillation's)."),
     replace_alpha: Optional[float] = typer.Option(None, help="Weight of the hard-label loss in the module-replacing epochs (1.0: labels only). \\[default: --alpha]"),
+    augment: int = typer.Option(0, help="Add this many augmented copies of --train (mentions swapped for other training mentions of the type, tokens for training tokens of the same tag) for the teacher and labels to train on (0: none)."),
+    augment_mentions: float = typer.Option(0.5, help="--augment: probability of swapping each mention."),
+    augment_tokens: float = typer.Option(0.15, help="--augment: probability of replacing each token."),
+    augment_names: str = typer.Option("train", help="--augment: swap a mention for another training mention of its type (train) or for invented words (invented)."),
     keep_best: bool = typer.Option(True, "--keep-best/--keep-last", help="Score the student on --dev after every epoch (both phases) and keep the best epoch's; --keep-last keeps the last. Without --dev: the last."),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
@@ -157,6 +161,8 @@ def distill(
             except ValueError:
                 raise ValueError(f"--layers {layers!r}: write block indices separated by commas, such as 2,5") from None
         options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
+        options.augment, options.augment_mentions, options.augment_tokens = augment, augment_mentions, augment_tokens
+        options.augment_names = augment_names
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
                            hidden=hidden, hidden_weight=hidden_weight, hidden_map=hidden_map, replace_epochs=replace_epochs,
                            replace_start_rate=replace_start_rate, replace_lr=replace_lr,

@@ -95,6 +95,10 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--replace-lr must be > 0, got 0.0" in result.output
     result = runner.invoke(app, [*distill, "--replace-epochs", "2", "--replace-alpha", "1.5"])
     assert result.exit_code == 2 and "--replace-alpha must be in [0, 1]" in result.output
+    result = runner.invoke(app, [*distill, "--augment", "-1"])
+    assert result.exit_code == 2 and "--augment must be >= 0" in result.output
+    result = runner.invoke(app, [*distill, "--augment", "1", "--augment-tokens", "1.5"])
+    assert result.exit_code == 2 and "--augment-tokens must be in [0, 1], got 1.5" in result.output
 
 
 @pytest.mark.slow

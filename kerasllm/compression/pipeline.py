@@ -40,19 +40,30 @@ class CompressOptions:
     latency_length: int = 64
     latency_threads: int = 1
     calibration_steps: int = 100
+    augment: int = 0
+    augment_mentions: float = 0.5
+    augment_tokens: float = 0.15
+    augment_names: str = "train"
 
     def validate(self, needs_train=False):
         for option in ("train", "dev", "test"):
             path = getattr(self, option)
             if path is not None and not os.path.isfile(path):
                 raise FileNotFoundError(f"--{option} {path}: no such file")
-        if needs_train and self.train is None:
-            raise ValueError("this method fine-tunes the model: pass --train (a CoNLL file)")
         for option in ("max_length", "batch_size", "latency_length", "calibration_steps"):
             if getattr(self, option) < 1:
                 raise ValueError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(self, option)}")
         if self.epochs < 0:
             raise ValueError(f"--epochs must be >= 0, got {self.epochs}")
+        if self.augment < 0:
+            raise ValueError(f"--augment must be >= 0 (augmented copies of the training set), got {self.augment}")
+        for option in ("augment_mentions", "augment_tokens"):
+            if not 0.0 <= getattr(self, option) <= 1.0:
+                raise ValueError(f"--{option.replace('_', '-')} must be in [0, 1], got {getattr(self, option)}")
+        if self.augment_names not in ("train", "invented"):
+            raise ValueError(f"--augment-names must be train or invented, got {self.augment_names!r}")
+        if needs_train and self.train is None:
+            raise ValueError("this method fine-tunes the model: pass --train (a CoNLL file)")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if os.path.abspath(self.out) == os.path.abspath(self.model):
@@ -90,6 +101,7 @@ class NerData:
 
     def __init__(self, tokenizer, label_map, options):
         from kerasllm.data import read_conll
+        from kerasllm.data.augment import augmented_copies
         from kerasllm.data.ner_dataset import encode_sentences
 
         self.tokenizer, self.label_map, self.options = tokenizer, label_map, options
@@ -100,6 +112,11 @@ class NerData:
                 continue
             sentences = read_conll(path)
             windows = encode_sentences(sentences, tokenizer, label_map, options.max_length, path=path)
+            if split == "train" and options.augment:
+                # Training windows only: the sentences stay the file's, for scoring.
+                extra = augmented_copies(sentences, options.augment, options.augment_mentions,
+                                         options.augment_tokens, seed=options.seed, names=options.augment_names)
+                windows = windows + encode_sentences(extra, tokenizer, label_map, options.max_length, path=path)
             self.splits[split] = (sentences, windows)
 
     def windows(self, split):
@@ -179,6 +196,10 @@ def load(options, needs_train=False, log=_log):
     options.latency_length = min(options.latency_length, config.max_position)
     data = NerData(tokenizer, label_map, options)
     sizes = ", ".join(f"{k} {len(v[0])} sentences" for k, v in data.splits.items()) or "no data"
+    if options.augment and data.windows("train") is not None:
+        sizes += (f" (+ {options.augment} augmented cop{'y' if options.augment == 1 else 'ies'} of train: mentions "
+                  f"swapped ({options.augment_names} names) with p {options.augment_mentions}, tokens with p {options.augment_tokens}; "
+                  f"{len(data.windows('train'))} training windows)")
     log(f"model: {options.model} ({model.count_params():,} parameters, {label_map.num_labels} labels); data: {sizes}")
     return model, data
 
@@ -664,6 +685,9 @@ def run_distill(
         "kept_epoch": list(kept) if kept else "last",
         "dev_f1_kept": best.best_f1 if kept else None,
         "dev_f1_by_epoch": best.history if best is not None else None,
+        "augment": ({"copies": options.augment, "mentions": options.augment_mentions, "tokens": options.augment_tokens,
+                     "names": options.augment_names}
+                    if options.augment else None),
         "seed": options.seed,
     }
     default = f"student {student.kerasllm_config.num_layers}L " + ("distilled" if with_teacher else "no teacher")
