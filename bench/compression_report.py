@@ -55,7 +55,8 @@ def _rows(args):
         ("prune-2of4", "prune", {"m_by_n": (2, 4)}, prune),
         ("qat-int8", "qat", {}, {"lr": args.qat_lr}),
         ("pqat-int8", "qat", {"preserve_sparsity": True}, {"model": "prune50", "lr": args.qat_lr}),
-        ("distill", "distill", {**blocks, "temperature": args.temperature, "alpha": args.alpha},
+        ("distill", "distill", {**blocks, "temperature": args.temperature, "alpha": args.alpha,
+                                 "average_last": args.average_last},
          {"lr": args.distill_lr, "epochs": args.distill_epochs, "augment": args.augment}),
         ("distill-replace", "distill", {**blocks, "alpha": args.replace_alpha, "temperature": args.temperature,
                                          "replace_epochs": args.replace_epochs, "replace_lr": args.replace_lr},
@@ -207,6 +208,9 @@ def main(argv=None):
                         help="label weight of the module-replacing row (1.0: labels only; below 1 adds the KL term)")
     parser.add_argument("--augment", type=int, default=0,
                         help="augmented copies of --train for the distilled student row (compress distill --augment)")
+    parser.add_argument("--average-last", type=int, default=0,
+                        help="distilled student row: also score the mean of the last N epochs' weights on --dev "
+                             "(compress distill --average-last; needs --dev)")
     parser.add_argument("--lowrank-epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -145,7 +145,9 @@ def distill(
     augment_mentions: float = typer.Option(0.5, help="--augment: probability of swapping each mention."),
     augment_tokens: float = typer.Option(0.15, help="--augment: probability of replacing each token."),
     augment_names: str = typer.Option("train", help="--augment: swap a mention for another training mention of its type (train) or for invented words (invented)."),
+    augment_phase: str = typer.Option("both", help="--augment: the training phases that see the copies: both, replace (the --replace-epochs only) or distill (the --epochs of distillation only)."),
     keep_best: bool = typer.Option(True, "--keep-best/--keep-last", help="Score the student on --dev after every epoch (both phases) and keep the best epoch's; --keep-last keeps the last. Without --dev: the last."),
+    average_last: int = typer.Option(0, help="With --dev: also score the mean of the last N epochs' weights (of the last phase) and keep it if it beats every single epoch (0: off)."),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
@@ -162,11 +164,11 @@ def distill(
                 raise ValueError(f"--layers {layers!r}: write block indices separated by commas, such as 2,5") from None
         options = _options(model, out, train, dev, test, epochs, lr, batch_size, max_length, seed, name, latency_length, threads)
         options.augment, options.augment_mentions, options.augment_tokens = augment, augment_mentions, augment_tokens
-        options.augment_names = augment_names
+        options.augment_names, options.augment_phase = augment_names, augment_phase
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
                            hidden=hidden, hidden_weight=hidden_weight, hidden_map=hidden_map, replace_epochs=replace_epochs,
                            replace_start_rate=replace_start_rate, replace_lr=replace_lr,
-                           replace_alpha=replace_alpha, keep_best=keep_best)
+                           replace_alpha=replace_alpha, keep_best=keep_best, average_last=average_last)
 
     run_user_errors(go)
 

@@ -660,7 +660,38 @@ def test_low_rank_halves_the_feed_forward_parameters():
         compression.factorize_model(model, rank=2, energy=0.9)
 
 
-@pytest.mark.parametrize("name", ["pruning", "qat", "lowrank", "distillation"])
+def test_best_dev_weights_keeps_the_average_of_the_last_epochs_when_it_scores_best():
+    """Epoch weights 0, 1, 2, 3; a dev score peaking at w = 2.5: the mean of the last two (2.5) is kept."""
+    import tf_keras as keras
+
+    from kerasllm.compression.pipeline import BestDevWeights
+
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+
+    class Dev:  # a score read off the model's own weight, so the averaged weights are what is scored
+        def f1(self, model, split):
+            return 1.0 - abs(float(model.get_weights()[0][0, 0]) - 2.5) / 10
+
+    best = BestDevWeights(model, Dev(), log=lambda m: None, average_last=2)
+    for epoch in range(4):
+        model.set_weights([np.full((1, 1), epoch, "float32"), np.zeros(1, "float32")])
+        best.callback().on_epoch_end(epoch)
+    assert best.best_epoch == ("fit", 3) and best.best_f1 == pytest.approx(0.95)
+    assert best.score_average() == pytest.approx(1.0)
+    assert float(model.get_weights()[0][0, 0]) == 3.0  # scoring the average leaves the last epoch in place
+    assert best.restore() == ("fit", "average of the last 2 epochs")
+    assert float(model.get_weights()[0][0, 0]) == 2.5
+    assert [h["epoch"] for h in best.history] == [1, 2, 3, 4, "average of the last 2 epochs"]
+    # an average that scores worse than the best single epoch is not kept
+    worse = BestDevWeights(model, Dev(), log=lambda m: None, average_last=3)
+    for epoch, weight in enumerate([2.5, 0.0, 1.0]):
+        model.set_weights([np.full((1, 1), weight, "float32"), np.zeros(1, "float32")])
+        worse.callback().on_epoch_end(epoch)
+    assert worse.score_average() == pytest.approx(1.0 - abs(3.5 / 3 - 2.5) / 10)
+    assert worse.restore() == ("fit", 1) and float(model.get_weights()[0][0, 0]) == 2.5
+
+
+@pytest.mark.parametrize("name", ["pruning", "qat", "lowrank", "distillation", "pipeline"])
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -99,6 +99,12 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--augment must be >= 0" in result.output
     result = runner.invoke(app, [*distill, "--augment", "1", "--augment-tokens", "1.5"])
     assert result.exit_code == 2 and "--augment-tokens must be in [0, 1], got 1.5" in result.output
+    result = runner.invoke(app, [*distill, "--average-last", "1"])
+    assert result.exit_code == 2 and "--average-last must be 0 (off) or >= 2" in result.output
+    result = runner.invoke(app, [*distill, "--average-last", "3"])
+    assert result.exit_code == 2 and "--average-last scores the averaged weights on dev: it needs --dev" in result.output
+    result = runner.invoke(app, [*distill, "--augment", "1", "--augment-phase", "teacher"])
+    assert result.exit_code == 2 and "--augment-phase must be one of both, replace, distill, got 'teacher'" in result.output
 
 
 @pytest.mark.slow
@@ -166,8 +172,47 @@ def test_distill_repeats_with_its_seed_and_keeps_the_best_dev_epoch(tmp_path_fac
     data = NerData(tokenizer, labels, options)
     model, _, _ = load_ner_folder(out / "a" / "model")
     assert data.f1(model, "dev") == pytest.approx(settings["dev_f1_kept"], abs=1e-9)
+    # --average-last 2: the mean of the two distillation epochs is scored on dev as a fourth candidate
+    result = runner.invoke(app, [*common, "--seed", "7", "--average-last", "2", "--out", str(out / "avg")])
+    assert result.exit_code == 0, result.output
+    averaged = report.read_rows([str(out / "avg")])[0]["settings"]
+    assert averaged["dev_f1_by_epoch"][:3] == history
+    assert averaged["dev_f1_by_epoch"][3]["epoch"] == "average of the last 2 epochs"
+    model, _, _ = load_ner_folder(out / "avg" / "model")
+    assert data.f1(model, "dev") == pytest.approx(averaged["dev_f1_kept"], abs=1e-9)
+    assert averaged["dev_f1_kept"] == max(h["dev_f1"] for h in averaged["dev_f1_by_epoch"])
     # --keep-last: no dev scoring, the last epoch is kept
     result = runner.invoke(app, [*common, "--seed", "7", "--keep-last", "--out", str(out / "last")])
     assert result.exit_code == 0, result.output
     last = report.read_rows([str(out / "last")])[0]["settings"]
     assert last["kept_epoch"] == "last" and last["dev_f1_by_epoch"] is None
+
+
+def test_distill_augment_phase_feeds_the_copies_to_the_chosen_phase_only(tmp_path_factory):
+    """--augment-phase distill: the replacing epoch runs on train alone, the distillation on train + copies."""
+    import math
+    import re
+
+    from kerasllm.data import read_conll
+    from kerasllm.data.augment import augmented_copies
+    from kerasllm.data.ner_dataset import encode_sentences
+    from kerasllm.compression.pipeline import load_ner_folder
+    from tests.test_cli_ner import tiny_ner_model
+
+    files = tiny_ner_model(tmp_path_factory)
+    out = tmp_path_factory.mktemp("distill_phase")
+    _, tokenizer, labels = load_ner_folder(files["model"])
+    sentences = read_conll(files["train"])
+    plain = len(encode_sentences(sentences, tokenizer, labels, 32))
+    copies = augmented_copies(sentences, 2, 0.5, 0.15, seed=3, names="train")
+    extra = len(encode_sentences(copies, tokenizer, labels, 32))
+    assert math.ceil(plain / 16) < math.ceil((plain + extra) / 16)  # the two phases are told apart
+    for phase, expected in (("distill", (plain, plain + extra)), ("replace", (plain + extra, plain))):
+        result = runner.invoke(app, ["compress", "distill", "--model", files["model"], "--train", files["train"],
+                                     "--test", files["test"], "--layers", "0", "--replace-epochs", "1", "--epochs", "1",
+                                     "--augment", "2", "--augment-phase", phase, "--seed", "3", "--max-length", "32",
+                                     "--latency-length", "16", "--batch-size", "16", "--out", str(out / phase)])
+        assert result.exit_code == 0, result.output
+        steps = [int(s) for s in re.findall(r"fine-tuning 1 epoch\(s\), (\d+) steps each", result.output)]
+        assert steps == [math.ceil(n / 16) for n in expected], result.output
+        assert report.read_rows([str(out / phase)])[0]["settings"]["augment"]["phase"] == phase

@@ -22,6 +22,11 @@ def _log(message):
     print(message, flush=True)
 
 
+# Which training phases of ``compress distill`` see the --augment copies: the module-replacing
+# epochs and the distillation epochs, or only one of them.
+AUGMENT_PHASES = ("both", "replace", "distill")
+
+
 @dataclasses.dataclass
 class CompressOptions:
     """What every ``kerasllm compress`` command shares (the CLI options)."""
@@ -44,6 +49,7 @@ class CompressOptions:
     augment_mentions: float = 0.5
     augment_tokens: float = 0.15
     augment_names: str = "train"
+    augment_phase: str = "both"
 
     def validate(self, needs_train=False):
         for option in ("train", "dev", "test"):
@@ -62,6 +68,8 @@ class CompressOptions:
                 raise ValueError(f"--{option.replace('_', '-')} must be in [0, 1], got {getattr(self, option)}")
         if self.augment_names not in ("train", "invented"):
             raise ValueError(f"--augment-names must be train or invented, got {self.augment_names!r}")
+        if self.augment_phase not in AUGMENT_PHASES:
+            raise ValueError(f"--augment-phase must be one of {', '.join(AUGMENT_PHASES)}, got {self.augment_phase!r}")
         if needs_train and self.train is None:
             raise ValueError("this method fine-tunes the model: pass --train (a CoNLL file)")
         if self.lr <= 0:
@@ -106,6 +114,8 @@ class NerData:
 
         self.tokenizer, self.label_map, self.options = tokenizer, label_map, options
         self.splits = {}
+        # Windows of the augmented copies of train, and whether ``windows("train")`` includes them.
+        self.augmented, self.use_augmented = [], True
         for split in ("train", "dev", "test"):
             path = getattr(options, split)
             if path is None:
@@ -116,11 +126,14 @@ class NerData:
                 # Training windows only: the sentences stay the file's, for scoring.
                 extra = augmented_copies(sentences, options.augment, options.augment_mentions,
                                          options.augment_tokens, seed=options.seed, names=options.augment_names)
-                windows = windows + encode_sentences(extra, tokenizer, label_map, options.max_length, path=path)
+                self.augmented = encode_sentences(extra, tokenizer, label_map, options.max_length, path=path)
             self.splits[split] = (sentences, windows)
 
     def windows(self, split):
-        return self.splits[split][1] if split in self.splits else None
+        if split not in self.splits:
+            return None
+        windows = self.splits[split][1]
+        return windows + self.augmented if split == "train" and self.use_augmented else windows
 
     def steps_per_epoch(self):
         return int(np.ceil(len(self.windows("train")) / self.options.batch_size))
@@ -256,27 +269,54 @@ class BestDevWeights:
     (('fit', 2), 1.0)
     """
 
-    def __init__(self, model, data, log=_log):
+    def __init__(self, model, data, log=_log, average_last=0):
         self.model, self.data, self.log = model, data, log
         self.phase = "fit"
         self.best_f1, self.best_epoch, self._weights = None, None, None
         self.history = []
+        # average_last >= 2: also keep the last epochs' weights, for :meth:`score_average`.
+        self.average_last, self._recent = average_last, []
 
     def callback(self):
         import tf_keras as keras
 
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: self._score(epoch, logs))
 
-    def _score(self, epoch, logs=None):
+    def _score(self, epoch, logs=None, label=None):
         f1 = self.data.f1(self.model, "dev")
-        self.history.append({"phase": self.phase, "epoch": epoch + 1, "dev_f1": f1})
+        epoch = epoch + 1 if label is None else label
+        self.history.append({"phase": self.phase, "epoch": epoch, "dev_f1": f1})
         better = self.best_f1 is None or f1 > self.best_f1
+        weights = None
+        if better or (self.average_last >= 2 and label is None):
+            weights = [np.array(w) for w in self.model.get_weights()]
         if better:
-            self.best_f1, self.best_epoch = f1, (self.phase, epoch + 1)
-            self._weights = [np.array(w) for w in self.model.get_weights()]
+            self.best_f1, self.best_epoch, self._weights = f1, (self.phase, epoch), weights
+        if self.average_last >= 2 and label is None:
+            self._recent = (self._recent + [(self.phase, weights)])[-self.average_last:]
         if logs is not None:
             logs["val_f1"] = f1
-        self.log(f"{self.phase} epoch {epoch + 1}: dev entity F1 {f1 * 100:.2f}" + (" (best so far)" if better else ""))
+        name = f"epoch {epoch}" if label is None else epoch
+        self.log(f"{self.phase} {name}: dev entity F1 {f1 * 100:.2f}" + (" (best so far)" if better else ""))
+
+    def score_average(self):
+        """Score the mean of the last ``average_last`` epochs' weights (of the last phase scored) on dev.
+
+        It competes with the single epochs: :meth:`restore` keeps it if its dev F1 is
+        the best. Returns its dev F1 (None when fewer than two epochs of that phase were scored).
+        """
+        if not self._recent:
+            return None
+        self.phase = self._recent[-1][0]
+        recent = [w for phase, w in self._recent if phase == self.phase]
+        if len(recent) < 2:
+            return None
+        current = self.model.get_weights()
+        self.model.set_weights([np.mean(ws, axis=0).astype(ws[0].dtype) for ws in zip(*recent)])
+        self._score(None, label=f"average of the last {len(recent)} epochs")
+        f1 = self.history[-1]["dev_f1"]
+        self.model.set_weights(current)
+        return f1
 
     def restore(self):
         """Put the best epoch's weights back into the model; return that epoch (None if none was scored)."""
@@ -284,7 +324,8 @@ class BestDevWeights:
             return None
         self.model.set_weights(self._weights)
         phase, epoch = self.best_epoch
-        self.log(f"kept the student of {phase} epoch {epoch} (dev entity F1 {self.best_f1 * 100:.2f})")
+        name = f"epoch {epoch}" if isinstance(epoch, int) else epoch
+        self.log(f"kept the student of {phase} {name} (dev entity F1 {self.best_f1 * 100:.2f})")
         return self.best_epoch
 
 
@@ -576,6 +617,7 @@ def run_distill(
     replace_lr=5e-4,
     replace_alpha=None,
     keep_best=True,
+    average_last=0,
     log=_log,
 ):
     """Distil the model into a student (every k-th block, chosen blocks, or a preset); ``alpha=1``: no teacher.
@@ -598,7 +640,9 @@ def run_distill(
 
     ``keep_best`` (with a dev split): score the student on dev after every epoch of
     both phases and keep the best epoch's weights (:class:`BestDevWeights`); without
-    it, or without ``--dev``, the last epoch's student is kept.
+    it, or without ``--dev``, the last epoch's student is kept. ``average_last`` (>= 2, with
+    a dev split and ``keep_best``): the mean of the last that many epochs' weights (of the
+    last phase) is scored on dev too, and kept if it beats every single epoch.
     """
     from kerasllm.compression import distillation
 
@@ -615,6 +659,10 @@ def run_distill(
         raise ValueError(f"--replace-lr must be > 0, got {replace_lr}")
     if replace_epochs and preset is not None:
         raise ValueError("--replace-epochs needs a student taken from the teacher's blocks (--every or --layers), not --preset")
+    if average_last < 0 or average_last == 1:
+        raise ValueError(f"--average-last must be 0 (off) or >= 2 (epochs to average), got {average_last}")
+    if average_last and not (keep_best and options.dev):
+        raise ValueError("--average-last scores the averaged weights on dev: it needs --dev and --keep-best")
     teacher, data = load(options, needs_train=True, log=log)
     os.makedirs(options.out, exist_ok=True)
     if preset is not None:
@@ -646,7 +694,7 @@ def run_distill(
     )
     best = None
     if keep_best and data.windows("dev") is not None:
-        best = BestDevWeights(student, data, log=log)
+        best = BestDevWeights(student, data, log=log, average_last=average_last)
     elif keep_best:
         log("no --dev: keeping the student of the last epoch")
     log(f"student: {origin}, {student.count_params():,} parameters (teacher {teacher.count_params():,}); "
@@ -660,14 +708,18 @@ def run_distill(
             f"rate {replace_start_rate} -> 1 over {ramp} steps, lr {replace_lr:g}"
             + (f"; loss {replace_alpha} x labels + {1 - replace_alpha:g} x KL (T={temperature})"
                if replace_alpha < 1 else "; labels only"))
+        data.use_augmented = options.augment_phase in ("both", "replace")
         compile_for_training(replacer, data, epochs=replace_epochs, lr=replace_lr)
         if best is not None:
             best.phase = "replace"
         fit(replacer, data, epochs=replace_epochs, log=log, best=best)
+    data.use_augmented = options.augment_phase in ("both", "distill")
     compile_for_training(distiller, data)
     if best is not None:
         best.phase = "distill"
     fit(distiller, data, log=log, best=best)
+    if best is not None and average_last:
+        best.score_average()
     kept = best.restore() if best is not None else None
     folder = save_folder(student, data, options.out)
     settings = {
@@ -685,8 +737,9 @@ def run_distill(
         "kept_epoch": list(kept) if kept else "last",
         "dev_f1_kept": best.best_f1 if kept else None,
         "dev_f1_by_epoch": best.history if best is not None else None,
+        "average_last": average_last or None,
         "augment": ({"copies": options.augment, "mentions": options.augment_mentions, "tokens": options.augment_tokens,
-                     "names": options.augment_names}
+                     "names": options.augment_names, "phase": options.augment_phase}
                     if options.augment else None),
         "seed": options.seed,
     }
