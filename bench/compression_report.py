@@ -39,9 +39,8 @@ import time
 
 def _rows(args):
     """``(folder, method, kwargs, option overrides)`` of every row, in table order."""
-    every = args.every
-    # the students' blocks: --layers if given, else every k-th block (their keyword arguments)
-    blocks = {"layers": [int(v) for v in args.layers.split(",")]} if args.layers else {"every": every}
+    # the students' blocks: every k-th block if --every is given, else --layers (their keyword arguments)
+    blocks = {"every": args.every} if args.every else {"layers": [int(v) for v in args.layers.split(",")]}
     prune = {"epochs": args.prune_epochs} if args.prune_epochs else {}
     rows = [
         ("float32", "ptq", {"quantize": "none"}, {}),
@@ -193,20 +192,23 @@ def main(argv=None):
     parser.add_argument("--prune-epochs", type=int, help="fine-tuning epochs of the prune rows (default: --epochs)")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--qat-lr", type=float, default=2e-5)
-    parser.add_argument("--every", type=int, default=3, help="student = every k-th teacher block")
-    parser.add_argument("--layers", help="student = these teacher blocks, comma-separated, 0-based (instead of --every)")
+    parser.add_argument("--every", type=int, help="student = every k-th teacher block (3: blocks 3 and 6 of 6), "
+                        "instead of --layers")
+    parser.add_argument("--layers", default="0,3",
+                        help="student = these teacher blocks, comma-separated, 0-based (default 0,3: blocks 1 and 4, "
+                             "every 3rd block from the first; they distilled better than blocks 3 and 6)")
     parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--alpha", type=float, default=0.5, help="label weight of the distilled student")
+    parser.add_argument("--alpha", type=float, default=0.2, help="label weight of the distilled student")
     parser.add_argument("--prune-alpha", type=float, default=0.5,
                         help="label weight of the prune 50%% +emb +KD row (the rest: KL to the dense model)")
-    parser.add_argument("--distill-epochs", type=int, default=3)
-    parser.add_argument("--distill-lr", type=float, default=1e-4)
+    parser.add_argument("--distill-epochs", type=int, default=6)
+    parser.add_argument("--distill-lr", type=float, default=2e-4)
     parser.add_argument("--replace-epochs", type=int, default=6,
                         help="epochs of the module-replacing student row (rate 0.3 -> 1 over their first 80%%)")
     parser.add_argument("--replace-lr", type=float, default=5e-4, help="peak learning rate of the module-replacing row")
     parser.add_argument("--replace-alpha", type=float, default=1.0,
                         help="label weight of the module-replacing row (1.0: labels only; below 1 adds the KL term)")
-    parser.add_argument("--augment", type=int, default=0,
+    parser.add_argument("--augment", type=int, default=2,
                         help="augmented copies of --train for the distilled student row (compress distill --augment)")
     parser.add_argument("--average-last", type=int, default=0,
                         help="distilled student row: also score the mean of the last N epochs' weights on --dev "

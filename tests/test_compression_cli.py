@@ -105,6 +105,11 @@ def test_compress_user_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--average-last scores the averaged weights on dev: it needs --dev" in result.output
     result = runner.invoke(app, [*distill, "--augment", "1", "--augment-phase", "teacher"])
     assert result.exit_code == 2 and "--augment-phase must be one of both, replace, distill, got 'teacher'" in result.output
+    result = runner.invoke(app, [*distill, "--augment", "1", "--augment-phase", "replace"])
+    assert result.exit_code == 2 and "--augment-phase replace feeds the copies to the --replace-epochs only" in result.output
+    result = runner.invoke(app, [*distill, "--augment", "1", "--augment-phase", "distill", "--replace-epochs", "2",
+                                 "--epochs", "0"])
+    assert result.exit_code == 2 and "--augment-phase distill feeds the copies to the --epochs of distillation" in result.output
 
 
 @pytest.mark.slow
@@ -216,3 +221,50 @@ def test_distill_augment_phase_feeds_the_copies_to_the_chosen_phase_only(tmp_pat
         steps = [int(s) for s in re.findall(r"fine-tuning 1 epoch\(s\), (\d+) steps each", result.output)]
         assert steps == [math.ceil(n / 16) for n in expected], result.output
         assert report.read_rows([str(out / phase)])[0]["settings"]["augment"]["phase"] == phase
+
+
+
+def test_distill_batches_carry_the_teachers_logits_computed_once(tmp_path_factory):
+    """dataset(teacher=): each batch's third part is the teacher's logits on it; the loss terms match a teacher pass."""
+    import numpy as np
+    import tf_keras
+
+    from kerasllm.compression.distillation import Distiller, ModuleReplacer, student_from_teacher
+    from kerasllm.compression.pipeline import CompressOptions, NerData, load_ner_folder
+    from tests.test_cli_ner import tiny_ner_model
+
+    files = tiny_ner_model(tmp_path_factory)
+    teacher, tokenizer, labels = load_ner_folder(files["model"])
+    options = CompressOptions(model=files["model"], out=str(tmp_path_factory.mktemp("cached")), train=files["train"],
+                              max_length=32, batch_size=16, seed=3, augment=1)
+    data = NerData(tokenizer, labels, options)
+    plain, cached = list(data.dataset()), list(data.dataset(teacher=teacher))
+    assert data.teacher_logits(teacher) is data.teacher_logits(teacher)  # computed once
+    assert len(cached) == len(plain) == data.steps_per_epoch()
+    student = student_from_teacher(teacher, layers=[0])
+    distiller = Distiller(teacher, student, alpha=0.3)
+    for (x, y), (cx, cy, logits) in zip(plain, cached):
+        np.testing.assert_array_equal(cx["input_ids"], x["input_ids"])
+        np.testing.assert_array_equal(cy, y)
+        real = x["attention_mask"].numpy().astype(bool)
+        np.testing.assert_allclose(logits.numpy()[real], teacher(x, training=False).numpy()[real], atol=1e-4)
+        assert not logits.numpy()[~real].any()
+        ours = distiller.compute_losses(x, y, student(x), logits)
+        reference = distiller.compute_losses(x, y, student(x), teacher(x))
+        assert float(ours["soft_loss"]) == pytest.approx(float(reference["soft_loss"]), rel=1e-4, abs=1e-6)
+    # the training steps take the carried logits instead of a teacher pass: the wrong logits change the loss
+    batch = cached[0]
+    distiller.compile(optimizer="sgd")
+
+    def soft(model, data):
+        model.reset_metrics()
+        return float(model.test_step(data)["soft_loss"] if model is distiller else model.train_step(data)["soft_loss"])
+
+    right = soft(distiller, batch)
+    assert right == pytest.approx(soft(distiller, batch[:2]), rel=1e-4)  # (inputs, labels): a teacher pass
+    assert soft(distiller, (batch[0], batch[1], -batch[2])) > right + 1e-3
+    # the replacer (student block only, learning rate 0; its steps run with dropout): the
+    # negated logits give a far larger KL, so the carried logits are the ones it uses
+    replacer = ModuleReplacer(teacher, student, start_rate=1.0, alpha=0.5, seed=1, ramp_steps=10)
+    replacer.compile(optimizer=tf_keras.optimizers.SGD(0.0))
+    assert soft(replacer, (batch[0], batch[1], -batch[2])) > 2 * soft(replacer, batch)

@@ -124,7 +124,9 @@ def _layer_name(model, layer):
 class Distiller(keras.Model):
     """Trains ``student`` to match ``teacher`` (see the module docstring for the loss).
 
-    ``fit`` takes the student's ``(inputs, labels)`` batches; ``call`` runs the
+    ``fit`` takes the student's ``(inputs, labels)`` batches, or ``(inputs, labels,
+    teacher_logits)`` with the teacher's logits computed beforehand (used instead of
+    a teacher pass per step when no hidden states are matched); ``call`` runs the
     student, so ``predict``/``evaluate`` score it. Save ``distiller.student``.
 
     Args:
@@ -244,7 +246,9 @@ class Distiller(keras.Model):
     def _step(self, data, training):
         inputs, labels = data[0], data[1]
         teacher_outputs = None
-        if self._teacher_features is not None:
+        if len(data) > 2 and data[2] is not None and not self.hidden_pairs:
+            teacher_outputs = data[2]  # the teacher's logits, computed beforehand
+        elif self._teacher_features is not None:
             teacher_outputs = self._teacher_features(inputs, training=False)
         with tf.GradientTape() as tape:
             student_outputs = self._student_features(inputs, training=training)
@@ -434,9 +438,11 @@ class ModuleReplacer(keras.Model):
     frozen unless ``train_stem_and_head``; a knowledge-distillation fine-tune of
     the whole student (:class:`Distiller`) may follow. With ``alpha < 1`` the loss
     is :class:`Distiller`'s without hidden states, ``alpha * hard + (1 - alpha) *
-    T^2 * KL`` to the teacher's own logits (one more teacher pass per step).
+    T^2 * KL`` to the teacher's own logits (one more teacher pass per step, unless
+    the batches carry them).
 
-    ``fit`` takes the student's ``(inputs, labels)`` batches; ``call``,
+    ``fit`` takes the student's ``(inputs, labels)`` batches, or ``(inputs, labels,
+    teacher_logits)`` with the teacher's logits computed beforehand; ``call``,
     ``predict`` and ``evaluate`` run the student alone. Save ``replacer.student``.
 
     On MiniLM fine-tuned on WNUT-17 (6 blocks, test entity F1 40.82), 6 epochs of
@@ -547,7 +553,9 @@ class ModuleReplacer(keras.Model):
         variables = [v for b in self.student_blocks for v in b.trainable_variables]
         if self.train_stem_and_head:
             variables += self.stem.trainable_variables + self.head.trainable_variables
-        teacher_logits = self.teacher(inputs, training=False) if self.alpha < 1.0 else None
+        teacher_logits = None
+        if self.alpha < 1.0:
+            teacher_logits = data[2] if len(data) > 2 else self.teacher(inputs, training=False)
         with tf.GradientTape() as tape:
             logits = self.mixed_forward(inputs, use_student, training=True)
             loss = hard_loss(labels, logits, self.kind, self.ignore_index)

@@ -116,6 +116,7 @@ class NerData:
         self.splits = {}
         # Windows of the augmented copies of train, and whether ``windows("train")`` includes them.
         self.augmented, self.use_augmented = [], True
+        self._teacher_cache = {}
         for split in ("train", "dev", "test"):
             path = getattr(options, split)
             if path is None:
@@ -138,11 +139,35 @@ class NerData:
     def steps_per_epoch(self):
         return int(np.ceil(len(self.windows("train")) / self.options.batch_size))
 
-    def dataset(self):
-        """Training batches (length-bucketed, reshuffled every epoch)."""
+    def teacher_logits(self, teacher):
+        """``teacher``'s logits on every training window (augmented copies included when used), computed once.
+
+        The teacher is frozen and runs in inference mode, so its logits on a window
+        never change: each epoch of distillation then costs the student's steps
+        alone, not one teacher forward per step as well.
+        """
+        from kerasllm.data.ner_dataset import window_outputs
+
+        key = (id(teacher), self.use_augmented)
+        if key not in self._teacher_cache:
+            windows = self.windows("train")
+            started = time.time()
+            self._teacher_cache[key] = window_outputs(teacher, windows, max(32, self.options.batch_size))
+            _log(f"teacher logits on {len(windows)} training windows computed once ({time.time() - started:.0f} s)")
+        return self._teacher_cache[key]
+
+    def dataset(self, teacher=None):
+        """Training batches (length-bucketed, reshuffled every epoch).
+
+        With ``teacher``: ``(inputs, labels, teacher_logits)`` batches, the logits from
+        :meth:`teacher_logits` (what :class:`~kerasllm.compression.distillation.Distiller`
+        and ``ModuleReplacer`` take instead of running the teacher every step).
+        """
         from kerasllm.data.ner_dataset import make_dataset
 
-        batches = make_dataset(self.windows("train"), self.options.batch_size, shuffle=True, seed=self.options.seed)
+        extra = self.teacher_logits(teacher) if teacher is not None else None
+        batches = make_dataset(self.windows("train"), self.options.batch_size, shuffle=True, seed=self.options.seed,
+                               extra=extra)
         return batches.shuffle(len(batches), seed=self.options.seed, reshuffle_each_iteration=True)
 
     def f1(self, model, split="test"):
@@ -233,17 +258,19 @@ def compile_for_training(model, data, epochs=None, lr=None):
     return model
 
 
-def fit(model, data, callbacks=(), epochs=None, log=_log, best=None):
+def fit(model, data, callbacks=(), epochs=None, log=_log, best=None, teacher=None):
     """Fine-tune a compiled model on the training windows (``epochs`` defaults to ``--epochs``).
 
     ``best``: a :class:`BestDevWeights` that scores its model on dev after every epoch.
+    ``teacher``: the batches carry this model's logits (:meth:`NerData.dataset`).
     """
     epochs = data.options.epochs if epochs is None else epochs
     if epochs == 0:
         return None
+    batches = data.dataset(teacher=teacher)
     log(f"fine-tuning {epochs} epoch(s), {data.steps_per_epoch()} steps each")
     callbacks = list(callbacks) + ([best.callback()] if best is not None else [])
-    return model.fit(data.dataset(), epochs=epochs, callbacks=callbacks, verbose=2)
+    return model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=2)
 
 
 class BestDevWeights:
@@ -663,6 +690,10 @@ def run_distill(
         raise ValueError(f"--average-last must be 0 (off) or >= 2 (epochs to average), got {average_last}")
     if average_last and not (keep_best and options.dev):
         raise ValueError("--average-last scores the averaged weights on dev: it needs --dev and --keep-best")
+    if options.augment and options.augment_phase == "replace" and not replace_epochs:
+        raise ValueError("--augment-phase replace feeds the copies to the --replace-epochs only: pass --replace-epochs N")
+    if options.augment and options.augment_phase == "distill" and not options.epochs:
+        raise ValueError("--augment-phase distill feeds the copies to the --epochs of distillation only: pass --epochs N")
     teacher, data = load(options, needs_train=True, log=log)
     os.makedirs(options.out, exist_ok=True)
     if preset is not None:
@@ -712,12 +743,13 @@ def run_distill(
         compile_for_training(replacer, data, epochs=replace_epochs, lr=replace_lr)
         if best is not None:
             best.phase = "replace"
-        fit(replacer, data, epochs=replace_epochs, log=log, best=best)
+        fit(replacer, data, epochs=replace_epochs, log=log, best=best, teacher=teacher if replace_alpha < 1 else None)
     data.use_augmented = options.augment_phase in ("both", "distill")
     compile_for_training(distiller, data)
     if best is not None:
         best.phase = "distill"
-    fit(distiller, data, log=log, best=best)
+    # Logits alone (no hidden states) come from the teacher once per window, not once per step.
+    fit(distiller, data, log=log, best=best, teacher=teacher if uses_logits and not hidden_layers else None)
     if best is not None and average_last:
         best.score_average()
     kept = best.restore() if best is not None else None

@@ -118,7 +118,7 @@ def padding_waste(windows, batches, multiple=8):
     return 1.0 - real / padded if padded else 0.0
 
 
-def make_dataset(windows, batch_size, shuffle=False, seed=0, pad_id=0):
+def make_dataset(windows, batch_size, shuffle=False, seed=0, pad_id=0, extra=None):
     """A finite ``tf.data.Dataset`` of padded ``(inputs, labels)`` batches, length-bucketed.
 
     The batches are formed once (from a ``seed``-ed permutation when ``shuffle``,
@@ -126,21 +126,54 @@ def make_dataset(windows, batch_size, shuffle=False, seed=0, pad_id=0):
     up to a multiple of 8. Their order is fixed: shuffle the batch order every
     epoch with ``dataset.shuffle(len(dataset))`` or, for exact resumption,
     ``ResumableTraining.shuffled_epochs(dataset, seed, batch_fn=lambda d: d)``.
+
+    ``extra``: one float array ``[len(window), k]`` per window (a teacher's logits,
+    say); the batches are then ``(inputs, labels, extra)``, ``extra`` zero-padded to
+    ``[batch, length, k]`` like the inputs.
     """
     import tensorflow as tf
 
     if not windows:
         raise ValueError("no examples to build a dataset from")
+    if extra is not None and len(extra) != len(windows):
+        raise ValueError(f"extra has {len(extra)} arrays for {len(windows)} windows")
     batches = bucket_batches([len(w.input_ids) for w in windows], batch_size, shuffle=shuffle, seed=seed)
 
     def generate():
         for indices in batches:
-            yield pad_batch(windows, indices, pad_id)
+            inputs, labels = pad_batch(windows, indices, pad_id)
+            if extra is None:
+                yield inputs, labels
+                continue
+            padded = np.zeros(labels.shape + extra[indices[0]].shape[1:], np.float32)
+            for row, i in enumerate(indices):
+                padded[row, : len(extra[i])] = extra[i]
+            yield inputs, labels, padded
 
     spec = tf.TensorSpec([None, None], tf.int32)
     signature = ({"input_ids": spec, "attention_mask": spec, "token_type_ids": spec}, spec)
+    if extra is not None:
+        signature += (tf.TensorSpec([None, None, extra[0].shape[1]], tf.float32),)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+
+def window_outputs(model, windows, batch_size=32, pad_id=0, softmax=False):
+    """``model``'s outputs on each window: one float32 ``[len(window.input_ids), num_labels]`` array each.
+
+    The windows run in length-bucketed batches (``training=False``); ``softmax``
+    turns the logits into probabilities.
+    """
+    import tensorflow as tf
+
+    outputs = [None] * len(windows)
+    for indices in bucket_batches([len(w.input_ids) for w in windows], batch_size):
+        inputs, _ = pad_batch(windows, indices, pad_id)
+        values = model(inputs, training=False)
+        values = np.asarray(tf.nn.softmax(values, axis=-1) if softmax else values, np.float32)
+        for row, i in enumerate(indices):
+            outputs[i] = values[row, : len(windows[i].input_ids)]
+    return outputs
 
 
 def predict_word_scores(model, windows, num_sentences, sentence_lengths, batch_size=32, pad_id=0):
@@ -149,22 +182,15 @@ def predict_word_scores(model, windows, num_sentences, sentence_lengths, batch_s
     Each word's score comes from its first sub-word; windows of a long sentence are
     merged with :func:`kerasllm.data.merge_window_predictions`.
     """
-    import tensorflow as tf
-
-    per_window = [None] * len(windows)
-    for indices in bucket_batches([len(w.input_ids) for w in windows], batch_size):
-        inputs, _ = pad_batch(windows, indices, pad_id)
-        probs = tf.nn.softmax(model(inputs, training=False), axis=-1).numpy()
-        for row, i in enumerate(indices):
-            w = windows[i]
-            n_words = w.end_word - w.start_word
-            scores = np.zeros((n_words, probs.shape[-1]), np.float32)
-            seen = set()
-            for position, word in enumerate(w.word_ids):
-                if word is not None and word not in seen:
-                    seen.add(word)
-                    scores[word] = probs[row, position]
-            per_window[i] = scores
+    per_window = []
+    for w, probs in zip(windows, window_outputs(model, windows, batch_size, pad_id, softmax=True)):
+        scores = np.zeros((w.end_word - w.start_word, probs.shape[-1]), np.float32)
+        seen = set()
+        for position, word in enumerate(w.word_ids):
+            if word is not None and word not in seen:
+                seen.add(word)
+                scores[word] = probs[position]
+        per_window.append(scores)
     by_sentence = [[] for _ in range(num_sentences)]
     for w, scores in zip(windows, per_window):
         by_sentence[w.sentence].append(((w.start_word, w.end_word), scores))
