@@ -12,7 +12,8 @@ Runs, on the base model folder and the CoNLL files, the same code as the
     QAT int8            quantization-aware fine-tuning, int8 TFLite (layer norms in float)
     PQAT int8           QAT of the pruned 50% model keeping its zeros
     student distilled   every k-th teacher block, distilled (KL x T^2 + alpha x hard;
-                        --augment K: on K augmented copies of the training set too)
+                        --augment K: on K augmented copies of the training set too;
+                        the teacher's embedding tables kept frozen, --train-embeddings: not)
     student replaced    the same blocks trained in the teacher's place (module replacing)
     student no teacher  the same student fine-tuned on the labels alone (twice: with the
                         distilled row's lr and epochs, and with the replaced row's)
@@ -41,6 +42,7 @@ def _rows(args):
     """``(folder, method, kwargs, option overrides)`` of every row, in table order."""
     # the students' blocks: every k-th block if --every is given, else --layers (their keyword arguments)
     blocks = {"every": args.every} if args.every else {"layers": [int(v) for v in args.layers.split(",")]}
+    blocks["freeze_embeddings"] = not args.train_embeddings  # the students' tables: the teacher's, frozen
     prune = {"epochs": args.prune_epochs} if args.prune_epochs else {}
     rows = [
         ("float32", "ptq", {"quantize": "none"}, {}),
@@ -197,6 +199,9 @@ def main(argv=None):
     parser.add_argument("--layers", default="0,3",
                         help="student = these teacher blocks, comma-separated, 0-based (default 0,3: blocks 1 and 4, "
                              "every 3rd block from the first; they distilled better than blocks 3 and 6)")
+    parser.add_argument("--train-embeddings", action="store_true",
+                        help="train the students' embedding tables too (default: frozen, as compress distill does "
+                             "for a student of teacher blocks)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.2, help="label weight of the distilled student")
     parser.add_argument("--prune-alpha", type=float, default=0.5,

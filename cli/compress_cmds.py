@@ -148,6 +148,7 @@ def distill(
     augment_phase: str = typer.Option("both", help="--augment: the training phases that see the copies: both, replace (the --replace-epochs only) or distill (the --epochs of distillation only)."),
     keep_best: bool = typer.Option(True, "--keep-best/--keep-last", help="Score the student on --dev after every epoch (both phases) and keep the best epoch's; --keep-last keeps the last. Without --dev: the last."),
     average_last: int = typer.Option(0, help="With --dev: also score the mean of the last N epochs' weights (of the last phase) and keep it if it beats every single epoch (0: off)."),
+    freeze_embeddings: Optional[bool] = typer.Option(None, "--freeze-embeddings/--train-embeddings", help="Keep the student's embedding tables frozen while it trains, or train them. \\[default: frozen when copied from the teacher (--every/--layers), trained for --preset]"),
     epochs: int = EPOCHS, lr: float = typer.Option(1e-4, help="Peak learning rate."), batch_size: int = BATCH_SIZE,
     max_length: int = MAX_LENGTH, seed: int = SEED,
     name: Optional[str] = NAME, latency_length: int = LATENCY_LENGTH, threads: int = THREADS,
@@ -168,7 +169,8 @@ def distill(
         return run_distill(options, every=every, layers=chosen, preset=preset, temperature=temperature, alpha=alpha,
                            hidden=hidden, hidden_weight=hidden_weight, hidden_map=hidden_map, replace_epochs=replace_epochs,
                            replace_start_rate=replace_start_rate, replace_lr=replace_lr,
-                           replace_alpha=replace_alpha, keep_best=keep_best, average_last=average_last)
+                           replace_alpha=replace_alpha, keep_best=keep_best, average_last=average_last,
+                           freeze_embeddings=freeze_embeddings)
 
     run_user_errors(go)
 

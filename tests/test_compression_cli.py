@@ -268,3 +268,34 @@ def test_distill_batches_carry_the_teachers_logits_computed_once(tmp_path_factor
     replacer = ModuleReplacer(teacher, student, start_rate=1.0, alpha=0.5, seed=1, ramp_steps=10)
     replacer.compile(optimizer=tf_keras.optimizers.SGD(0.0))
     assert soft(replacer, (batch[0], batch[1], -batch[2])) > 2 * soft(replacer, batch)
+
+
+def test_distill_freezes_the_teachers_embedding_tables_by_default(tmp_path_factory):
+    """A student of teacher blocks keeps the teacher's embedding tables to the bit (--train-embeddings: they move)."""
+    import numpy as np
+
+    from kerasllm.compression.pipeline import load_ner_folder
+    from tests.test_cli_ner import tiny_ner_model
+
+    files = tiny_ner_model(tmp_path_factory)
+    out = tmp_path_factory.mktemp("distill_freeze")
+    teacher, _, _ = load_ner_folder(files["model"])
+    for flags in ((), ("--train-embeddings",)):
+        folder = out / ("trained" if flags else "default")
+        result = runner.invoke(app, ["compress", "distill", "--model", files["model"], "--train", files["train"],
+                                     "--test", files["test"], "--layers", "0", "--epochs", "1", "--lr", "1e-3",
+                                     "--alpha", "0.5", *flags, "--max-length", "32", "--latency-length", "16",
+                                     "--batch-size", "16", "--out", str(folder)])
+        assert result.exit_code == 0, result.output
+        student, _, _ = load_ner_folder(folder / "model")
+        tables = zip(student.get_layer("embeddings").get_weights(), teacher.get_layer("embeddings").get_weights())
+        kept = [np.array_equal(s, t) for s, t in tables]
+        block = zip(student.get_layer("encoder_layer_0").get_weights(), teacher.get_layer("encoder_layer_0").get_weights())
+        assert not all(np.array_equal(s, t) for s, t in block), flags
+        frozen = report.read_rows([str(folder)])[0]["settings"]["freeze_embeddings"]
+        # the freezing belongs to this run: the saved student loads with trainable tables
+        assert student.get_layer("embeddings").trainable and not student.kerasllm_config.freeze_embeddings
+        if flags:
+            assert not all(kept) and frozen is False and "embeddings frozen" not in result.output
+        else:
+            assert all(kept) and frozen is True and "embeddings frozen" in result.output
