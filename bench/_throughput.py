@@ -12,7 +12,10 @@ WNUT-17), feed one fixed random batch (no padding) and time ``steps`` calls afte
 - ``kerasllm``: ``kerasllm.models.token_classifier`` compiled with
   ``kerasllm.training.create_optimizer`` (AdamW, weight decay 0.01, clipnorm 1.0);
   ``fit`` steps on the repeated batch (timed by a callback) / ``predict_on_batch``;
-  ``xla`` sets ``jit_compile=True``.
+  ``xla`` sets ``jit_compile=True``; ``--fuse-elementwise`` trains through
+  ``install_train_step(fuse_elementwise=True)`` (kerasllm.training.fusion). The
+  "kerasllm default" row uses what ``kerasllm finetune`` picks on this machine
+  (``mixed_precision`` and ``fuse_elementwise`` "auto", no XLA).
 - ``keras_hub``: ``keras_hub.models.BertBackbone`` + ``Dense`` (Keras 3, TensorFlow
   backend), ``keras.optimizers.AdamW`` (same settings); ``jit_compile`` False or True
   (Keras 3's default ``"auto"`` would pick XLA by itself).
@@ -116,6 +119,8 @@ def _kerasllm_worker(args, shape):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=args.xla,
     )
+    if args.fuse_elementwise:
+        training.install_train_step(model, fuse_elementwise=True)
     ids, labels = _random_batch(shape)
     x = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     if args.mode == "train":
@@ -214,6 +219,7 @@ def worker_main(argv):
     parser.add_argument("--attention-window", type=int, default=256)
     parser.add_argument("--mixed-precision", choices=PRECISIONS, default="none")
     parser.add_argument("--lazy-sparse-updates", action="store_true")
+    parser.add_argument("--fuse-elementwise", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     times = WORKERS[args.framework](args, SHAPES[args.shape])
@@ -323,6 +329,14 @@ def common_arguments(parser):
         help="add kerasllm rows whose AdamW updates only the embedding rows a step looked up",
     )
     parser.add_argument(
+        "--no-default-row", action="store_true",
+        help="leave out the row of kerasllm's own choice for this machine (mixed precision and fusion 'auto')",
+    )
+    parser.add_argument(
+        "--fused", action="store_true",
+        help="add kerasllm rows trained with fuse_elementwise (graph mode) in each of --precisions",
+    )
+    parser.add_argument(
         "--precisions", nargs="+", choices=PRECISIONS, default=["none"],
         help="compute types to run every framework in (none = float32; bfloat16/float16 = mixed precision)",
     )
@@ -333,30 +347,55 @@ def common_arguments(parser):
     parser.add_argument("--json", help="write every figure to this file")
 
 
-def _cases(args):
-    """``(label, framework, xla, pythonpath, precision)`` rows in table order.
+def _default_case(mode):
+    """The row of what kerasllm picks by itself here: ``(label, precision, fused)``.
+
+    ``kerasllm finetune``'s "auto" settings without ``--xla`` (see
+    :mod:`kerasllm.training.fusion`): bfloat16 with fused element-wise ops on a CPU
+    with AMX, float32 graph mode elsewhere (the plain "kerasllm" row, so no extra row).
+    """
+    from kerasllm.training.fusion import resolve_fusion, resolve_precision
+
+    if mode != "train":  # a loaded model predicts in the type it was saved in (float32)
+        return None
+    precision = resolve_precision("auto")
+    fused = resolve_fusion("auto", precision)
+    if precision == "none" and not fused:
+        return None
+    return f"kerasllm default{PRECISION_LABELS[precision]}{' fused' if fused else ''}", precision, fused
+
+
+def _cases(args, mode="train"):
+    """``(label, framework, xla, pythonpath, precision, flags)`` rows in table order.
 
     Every framework runs in each of ``--precisions`` (mixed precision: float32
     weights, the given compute type); a row's label carries " bf16"/" fp16".
+    ``flags`` are extra worker arguments.
     """
     xlas = (False,) if args.no_xla else (False, True)
     cases = []
+    default = None if args.no_default_row else _default_case(mode)
+    if default is not None:
+        label, precision, fused = default
+        cases.append((label, "kerasllm", False, None, precision, ("--fuse-elementwise",) if fused else ()))
     for precision in args.precisions:
         tag = PRECISION_LABELS[precision]
-        cases += [(f"kerasllm{tag}{' XLA' if x else ''}", "kerasllm", x, None, precision) for x in xlas]
+        cases += [(f"kerasllm{tag}{' XLA' if x else ''}", "kerasllm", x, None, precision, ()) for x in xlas]
+        if args.fused and mode == "train":
+            cases.append((f"kerasllm{tag} fused", "kerasllm", False, None, precision, ("--fuse-elementwise",)))
         if args.lazy_sparse_updates:  # graph mode only: under XLA the embedding gradient is dense
-            cases.append((f"kerasllm{tag} lazy", "kerasllm", False, None, precision))
+            cases.append((f"kerasllm{tag} lazy", "kerasllm", False, None, precision, ("--lazy-sparse-updates",)))
         for spec in args.kerasllm_src:
             label, _, folder = spec.partition("=")
             if not folder:
                 raise SystemExit(f"--kerasllm-src {spec!r}: expected LABEL=DIR")
-            cases += [(f"kerasllm {label}{tag}{' XLA' if x else ''}", "kerasllm", x, os.path.abspath(folder), precision)
-                      for x in xlas]
+            cases += [(f"kerasllm {label}{tag}{' XLA' if x else ''}", "kerasllm", x, os.path.abspath(folder),
+                       precision, ()) for x in xlas]
         if not args.skip_keras_hub:
-            cases += [(f"KerasHub{tag}{' XLA' if x else ''}", "keras_hub", x, None, precision) for x in xlas]
+            cases += [(f"KerasHub{tag}{' XLA' if x else ''}", "keras_hub", x, None, precision, ()) for x in xlas]
         if not args.skip_hf:
             if os.path.exists(args.hf_python):
-                cases.append((f"Transformers (PyTorch){tag}", "hf", False, None, precision))
+                cases.append((f"Transformers (PyTorch){tag}", "hf", False, None, precision, ()))
             else:
                 print(f"note: {args.hf_python} not found: no Transformers row", file=sys.stderr)
     return cases
@@ -379,14 +418,15 @@ def run_table(mode, args):
     results = []
     for shape in shapes:
         flops = flops_per_token(shape, mode)
-        cases = _cases(args)
+        cases = _cases(args, mode)
         rows = [{"shape": shape, "case": label, "framework": framework, "xla": xla, "precision": precision,
-                 "source": path, "flops_per_token": flops, "runs": []} for label, framework, xla, path, precision in cases]
+                 "source": path, "flags": list(flags), "flops_per_token": flops, "runs": []}
+                for label, framework, xla, path, precision, flags in cases]
         for repeat in range(args.repeats):
-            for row, (label, framework, xla, path, precision) in zip(rows, cases):
+            for row, (label, framework, xla, path, precision, flags) in zip(rows, cases):
                 python = args.hf_python if framework == "hf" else sys.executable
                 print(f"  {shape}: {label} (run {repeat + 1}/{args.repeats}) ...", file=sys.stderr, flush=True)
-                extra = ("--mixed-precision", precision) + (("--lazy-sparse-updates",) if label.endswith(" lazy") else ())
+                extra = ("--mixed-precision", precision) + tuple(flags)
                 measured = run_worker(python, framework, mode, shape, args, xla=xla, pythonpath=path, extra=extra)
                 if isinstance(measured, str):
                     row["error"] = measured

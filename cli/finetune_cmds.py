@@ -13,6 +13,7 @@ import typer
 
 from kerasllm.training.finetune_config import (
     CLASSIFY_SELECT,
+    FUSE_ELEMENTWISE,
     MIXED_PRECISION,
     QUANTIZE,
     STRATEGIES,
@@ -35,7 +36,10 @@ SHARED_HELP = {
     "lowercase": "Lower-case text in the tokenizer trained from a preset.",
     "export": "Export the best model to TFLite and verify it.",
     "quantize": f"TFLite quantization: {', '.join(QUANTIZE)}.",
-    "mixed_precision": f"{', '.join(MIXED_PRECISION)} (auto: bfloat16 on a TPU, none elsewhere).",
+    "mixed_precision": f"{', '.join(MIXED_PRECISION)} (auto: bfloat16 on a TPU, and without --xla on a CPU with "
+    "AMX; none elsewhere).",
+    "fuse_elementwise": f"{', '.join(FUSE_ELEMENTWISE)}: compile the ops between matrix products with XLA and leave "
+    "the products to TensorFlow (auto: on for bfloat16 on a CPU with AMX, without --xla).",
     "xla": "Compile the train step with XLA; batches are padded to a few shapes (a multiple of 16 sub-words, or of max-length/8), one compiled program each.",
     "lazy_embedding_updates": "AdamW updates only the embedding rows a batch looked up (LazyAdam); graph mode only "
     "(under --xla the embedding gradient is dense).",

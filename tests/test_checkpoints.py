@@ -405,3 +405,26 @@ def test_deferred_initialization_docstring_example():
     for test in doctest.DocTestFinder().find(_utils.deferred_initialization, globs=vars(_utils).copy()):
         runner.run(test)
     assert runner.tries > 0 and runner.failures == 0
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_loading_under_mixed_precision_keeps_every_checkpoint_weight(policy):
+    """Mixed-precision layers wrap their variables (AutoCastVariable): the deferred
+    initializers must still recognise them as loaded, or the load is silently undone
+    (which made every bfloat16 fine-tune of MiniLM start from random embeddings)."""
+    import tf_keras as keras
+
+    reference = {w.name: w.numpy() for w in from_pretrained(TINY_BERT).weights}
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = from_pretrained(TINY_BERT)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("embeddings").compute_dtype == policy.split("_")[1]
+    loaded = {w.name: w.numpy() for w in model.weights}
+    assert loaded.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+    record = np.load(FIXTURES / "tiny_bert_logits.npz")
+    logits = tf.cast(model(_inputs(record)), tf.float32).numpy()
+    np.testing.assert_allclose(logits, record["logits"], atol=0.05 * np.abs(record["logits"]).max(), rtol=0)

@@ -39,11 +39,11 @@ def corpus(tmp_path_factory):
     return folder
 
 
-def _config(corpus, out, resume=False):
+def _config(corpus, out, resume=False, speed=("none", "off")):
     return NerFinetuneConfig(
         train=str(corpus / "train.conll"), dev=str(corpus / "dev.conll"), model="bert-tiny", out=str(out),
         epochs=4, batch_size=16, max_length=32, vocab_size=300, lr=2e-3, patience=10, dropout=0.0,
-        export=False, resume=resume,
+        export=False, resume=resume, mixed_precision=speed[0], fuse_elementwise=speed[1],
     )
 
 
@@ -51,9 +51,13 @@ def _weights(folder):
     return load_pretrained(str(folder / "model")).get_weights()
 
 
-def test_interrupted_then_resumed_finetune_matches_uninterrupted(corpus, tmp_path, monkeypatch):
+# float32 graph mode, and bfloat16 with fused element-wise ops (the default on an AMX CPU):
+# there, XLA clusters compiled lazily would run TensorFlow's kernels on a shape's first
+# steps and round differently from the compiled ones (kerasllm.training.fusion).
+@pytest.mark.parametrize("speed", [("none", "off"), ("bfloat16", "on")], ids=["float32", "bfloat16-fused"])
+def test_interrupted_then_resumed_finetune_matches_uninterrupted(corpus, tmp_path, monkeypatch, speed):
     quiet = lambda message: None  # noqa: E731
-    want = run_ner_finetune(_config(corpus, tmp_path / "straight"), log=quiet)
+    want = run_ner_finetune(_config(corpus, tmp_path / "straight", speed=speed), log=quiet)
     assert want["epochs_run"] == 4
 
     standard = training_module.standard_callbacks
@@ -63,12 +67,12 @@ def test_interrupted_then_resumed_finetune_matches_uninterrupted(corpus, tmp_pat
 
     monkeypatch.setattr(training_module, "standard_callbacks", with_kill)
     with pytest.raises(_Killed):
-        run_ner_finetune(_config(corpus, tmp_path / "resumed"), log=quiet)
+        run_ner_finetune(_config(corpus, tmp_path / "resumed", speed=speed), log=quiet)
     monkeypatch.setattr(training_module, "standard_callbacks", standard)
     assert (tmp_path / "resumed" / "backup").is_dir()
     assert (tmp_path / "resumed" / "model").is_dir()  # the best checkpoint so far is intact
 
-    got = run_ner_finetune(_config(corpus, tmp_path / "resumed", resume=True), log=quiet)
+    got = run_ner_finetune(_config(corpus, tmp_path / "resumed", resume=True, speed=speed), log=quiet)
     # Only epochs 3 and 4 ran after the resume, and they saw what the straight run saw.
     assert len(got["history"]["loss"]) == 2
     np.testing.assert_allclose(got["history"]["loss"], want["history"]["loss"][2:], rtol=1e-5)

@@ -178,7 +178,7 @@ def test_finetune_static_shapes_option_reaches_the_training(tmp_path):
         ),
         log=lines.append,
     )
-    assert "speed: mixed precision none, 2 step(s) per execution, static shapes on" in lines
+    assert "speed: mixed precision none, 2 step(s) per execution, static shapes on, fused element-wise ops off" in lines
     assert metrics["epochs_run"] == 1 and np.isfinite(metrics["history"]["loss"][0])
     assert 0 <= metrics["dev"]["f1"] <= 1
 
@@ -206,11 +206,38 @@ def test_static_shapes_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_accelerator_settings_off_a_tpu_keep_explicit_values():
+@pytest.fixture
+def amx(monkeypatch):
+    """``amx(True/False)``: make kerasllm.training.fusion see (or not) an AMX CPU."""
+    from kerasllm.training import fusion
+
+    def set_amx(present):
+        monkeypatch.setenv("KERASLLM_AMX", "1" if present else "0")
+        fusion.cpu_has_amx_bf16.cache_clear()
+
+    yield set_amx
+    monkeypatch.delenv("KERASLLM_AMX")
+    fusion.cpu_has_amx_bf16.cache_clear()
+
+
+def test_accelerator_settings_off_a_tpu_keep_explicit_values(amx):
     from kerasllm.training import accelerator_settings, strategy
 
     dist = strategy("default", verbose=False)
-    assert accelerator_settings(dist, "auto", 0, False, steps_per_epoch=5) == ("none", 1, False)
-    assert accelerator_settings(dist, "bfloat16", 4, True) == ("bfloat16", 4, True)
+    amx(False)
+    assert accelerator_settings(dist, "auto", 0, False, steps_per_epoch=5) == ("none", 1, False, False)
+    assert accelerator_settings(dist, "auto", fuse_elementwise="auto") == ("none", 1, False, False)
+    assert accelerator_settings(dist, "bfloat16", 4, True) == ("bfloat16", 4, True, False)
+    assert accelerator_settings(dist, "bfloat16", fuse_elementwise="on").fuse_elementwise
+    amx(True)
+    assert accelerator_settings(dist, "auto", fuse_elementwise="auto") == ("bfloat16", 1, False, True)
+    # XLA's CPU products do not use AMX: under --xla auto stays float32 and nothing is fused
+    assert accelerator_settings(dist, "auto", xla=True, fuse_elementwise="auto") == ("none", 1, False, False)
+    assert accelerator_settings(dist, "none", fuse_elementwise="auto") == ("none", 1, False, False)
+    assert accelerator_settings(dist, "bfloat16", fuse_elementwise="off") == ("bfloat16", 1, False, False)
+    with pytest.raises(ValueError, match="already compiled whole with --xla"):
+        accelerator_settings(dist, "bfloat16", xla=True, fuse_elementwise="on")
+    with pytest.raises(ValueError, match="fuse_elementwise must be auto, on or off"):
+        accelerator_settings(dist, "bfloat16", fuse_elementwise="yes")
     with pytest.raises(ValueError, match="steps_per_execution must be >= 1"):
         accelerator_settings(dist, "auto", -2)

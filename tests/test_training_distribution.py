@@ -30,13 +30,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
     features, labels = token_batch(n=8, seed=21)  # the two halves keep different numbers of tokens
     initial = tiny_classifier().get_weights()
 
-    def run(dist, accumulation=1):
+    def run(dist, accumulation=1, fuse=False):
         with dist.scope():
             model = tiny_classifier()
             model.set_weights(initial)
             model.compile(optimizer=create_optimizer(1e-2, num_train_steps=10, warmup_steps=1),
                           loss=masked_sparse_categorical_crossentropy(), metrics=[masked_accuracy()])
-        install_train_step(model, gradient_accumulation_steps=accumulation)
+        install_train_step(model, gradient_accumulation_steps=accumulation, fuse_elementwise=fuse)
         data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(8)
         history = model.fit(data, epochs=4, verbose=0).history
         return dict(replicas=dist.num_replicas_in_sync, loss=history["loss"],
@@ -46,6 +46,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     mirrored = strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     out = dict(default=run(strategy("default")), mirrored=run(mirrored),
                mirrored_accumulated=run(mirrored, accumulation=2),
+               mirrored_fused=run(mirrored, fuse=True),
                kept_tokens=int((labels != -100).sum()), real_tokens=int(features["attention_mask"].sum()))
     print("RESULT " + json.dumps(out))
     """
@@ -75,6 +76,13 @@ def test_mirrored_loss_trajectory_matches_default(mirrored_result):
     assert default["loss"][-1] < default["loss"][0]  # it trained
     # The tokens log counts the whole global batch, not one replica's share.
     assert mirrored["tokens"][-1] == default["tokens"][-1] == mirrored_result["real_tokens"]
+
+
+def test_fused_elementwise_step_under_mirrored_matches_default(mirrored_result):
+    default, fused = mirrored_result["default"], mirrored_result["mirrored_fused"]
+    assert fused["replicas"] == 2
+    np.testing.assert_allclose(fused["loss"], default["loss"], atol=1e-5)
+    assert fused["weights"] == pytest.approx(default["weights"], rel=1e-5)
 
 
 def test_gradient_accumulation_runs_under_mirrored(mirrored_result):

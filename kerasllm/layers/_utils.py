@@ -65,7 +65,14 @@ class DeferredInitializers:
 
         Returns the variables that were initialised.
         """
-        done = {v.ref() for v in assigned}
+        # Under a mixed-precision policy a layer's weight is an AutoCastVariable around
+        # the variable this creator made: either may be passed, both name the weight.
+        done = set()
+        for v in assigned:
+            done.add(v.ref())
+            inner = getattr(v, "_variable", None)
+            if isinstance(inner, tf.Variable):
+                done.add(inner.ref())
         initialised = []
         for ref, (variable, init) in list(self._pending.items()):
             if ref not in done:

@@ -46,6 +46,7 @@ _WHERE = {
     "masked_accuracy": "losses",
     "masked_sparse_categorical_crossentropy": "losses",
     "set_mixed_precision": "mixed_precision",
+    "fused_elementwise": "fusion",
     "WarmupSchedule": "optimizers",
     "create_optimizer": "optimizers",
     "set_seed": "seed",

@@ -229,12 +229,14 @@ def is_tpu(dist):
 TPU_STEPS_PER_EXECUTION = 32
 
 AcceleratorSettings = collections.namedtuple(
-    "AcceleratorSettings", ["mixed_precision", "steps_per_execution", "static_shapes"]
+    "AcceleratorSettings", ["mixed_precision", "steps_per_execution", "static_shapes", "fuse_elementwise"],
+    defaults=(False,),
 )
 
 
 def accelerator_settings(
-    dist, mixed_precision="auto", steps_per_execution=0, static_shapes=False, steps_per_epoch=None
+    dist, mixed_precision="auto", steps_per_execution=0, static_shapes=False, steps_per_epoch=None,
+    xla=False, fuse_elementwise="off",
 ):
     """Resolve the speed settings of a run on ``dist``.
 
@@ -242,8 +244,11 @@ def accelerator_settings(
     matrix unit type; no loss scaling needed), ``steps_per_execution=0``
     becomes :data:`TPU_STEPS_PER_EXECUTION` (at most ``steps_per_epoch``), and
     ``static_shapes`` is turned on (XLA compiles one TPU program per input
-    shape, so every batch must have the same one). Elsewhere ``"auto"`` is
-    ``"none"``, 0 is 1 and ``static_shapes`` stays as given. Explicit values
+    shape, so every batch must have the same one). On a CPU with AMX (and no
+    GPU), ``"auto"`` is ``"bfloat16"`` too unless ``xla`` (XLA's CPU products do
+    not use AMX), and ``fuse_elementwise="auto"`` is on with it (see
+    :mod:`kerasllm.training.fusion`). Elsewhere ``"auto"`` is ``"none"`` and
+    fusion off, 0 is 1 and ``static_shapes`` stays as given. Explicit values
     are kept.
 
     Args:
@@ -252,25 +257,29 @@ def accelerator_settings(
         steps_per_execution: steps per ``tf.function`` call; 0 for the default.
         static_shapes: pad every batch to one shape.
         steps_per_epoch: caps the TPU's default ``steps_per_execution``.
+        xla: the train step is compiled whole with XLA.
+        fuse_elementwise: ``"auto"``, ``"on"`` or ``"off"``.
 
     Returns:
-        An ``AcceleratorSettings(mixed_precision, steps_per_execution, static_shapes)``.
+        An ``AcceleratorSettings(mixed_precision, steps_per_execution, static_shapes, fuse_elementwise)``.
 
     Example:
 
-    >>> accelerator_settings(strategy("default", verbose=False))
-    AcceleratorSettings(mixed_precision='none', steps_per_execution=1, static_shapes=False)
+    >>> accelerator_settings(strategy("default", verbose=False), mixed_precision="none")
+    AcceleratorSettings(mixed_precision='none', steps_per_execution=1, static_shapes=False, fuse_elementwise=False)
     """
+    from kerasllm.training.fusion import resolve_fusion, resolve_precision
+
     tpu = is_tpu(dist)
-    if mixed_precision == "auto":
-        mixed_precision = "bfloat16" if tpu else "none"
+    mixed_precision = resolve_precision(mixed_precision, tpu=tpu, xla=xla)
+    fuse = resolve_fusion(fuse_elementwise, mixed_precision, tpu=tpu, xla=xla)
     if not steps_per_execution:
         steps_per_execution = TPU_STEPS_PER_EXECUTION if tpu else 1
         if steps_per_epoch:
             steps_per_execution = max(1, min(steps_per_execution, int(steps_per_epoch)))
     if steps_per_execution < 1:
         raise ValueError(f"steps_per_execution must be >= 1 (or 0 for the default), got {steps_per_execution}")
-    return AcceleratorSettings(mixed_precision, int(steps_per_execution), bool(static_shapes or tpu))
+    return AcceleratorSettings(mixed_precision, int(steps_per_execution), bool(static_shapes or tpu), fuse)
 
 
 def strategy(

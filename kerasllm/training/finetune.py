@@ -538,7 +538,10 @@ def run_finetune(cfg, task, log=_log):
         dist = make_strategy(cfg, log)
         chief = dist.extended.should_checkpoint
         backup_dir = prepare_output(cfg, task.name, log, chief=chief)
-        speed = accelerator_settings(dist, cfg.mixed_precision, cfg.steps_per_execution, cfg.static_shapes)
+        speed = accelerator_settings(
+            dist, cfg.mixed_precision, cfg.steps_per_execution, cfg.static_shapes, xla=cfg.xla,
+            fuse_elementwise=cfg.fuse_elementwise,
+        )
         training.set_mixed_precision(speed.mixed_precision)
         data_cfg = cfg
         if not chief:
@@ -563,15 +566,18 @@ def run_finetune(cfg, task, log=_log):
         task.describe_training_data(train, train_features, cfg, log)
         steps_per_epoch = math.ceil(len(train_features) / cfg.batch_size)
         speed = accelerator_settings(
-            dist, speed.mixed_precision, cfg.steps_per_execution, cfg.static_shapes, steps_per_epoch
+            dist, speed.mixed_precision, cfg.steps_per_execution, cfg.static_shapes, steps_per_epoch, xla=cfg.xla,
+            fuse_elementwise="on" if speed.fuse_elementwise else "off",
         )
-        if speed != ("none", 1, False):
+        if speed != ("none", 1, False, False):
             log(
                 f"speed: mixed precision {speed.mixed_precision}, {speed.steps_per_execution} step(s) per execution, "
-                f"static shapes {'on' if speed.static_shapes else 'off'}"
+                f"static shapes {'on' if speed.static_shapes else 'off'}, "
+                f"fused element-wise ops {'on' if speed.fuse_elementwise else 'off'}"
             )
-        # Under XLA without --static-shapes, batches are padded to a few shapes (one compiled program each).
-        few_shapes = cfg.xla and not speed.static_shapes
+        # Under XLA (or fused element-wise clusters) without --static-shapes, batches are padded
+        # to a few shapes: XLA compiles one program (one set of clusters) for each.
+        few_shapes = (cfg.xla or speed.fuse_elementwise) and not speed.static_shapes
         with dist.scope():
             loss, metrics = task.loss_and_metrics()
             compile_model(
@@ -580,7 +586,7 @@ def run_finetune(cfg, task, log=_log):
             )
         # kerasllm's step: a loss log that does not depend on the replica split or the
         # number of workers, and the token counts behind train_tokens_per_sec.
-        training.install_train_step(model)
+        training.install_train_step(model, fuse_elementwise=speed.fuse_elementwise)
         counts = parameter_counts(model)
         log(f"parameters: {counts['trainable']:,} trainable of {counts['total']:,} ({100 * counts['fraction']:.1f}%)")
 

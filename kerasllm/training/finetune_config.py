@@ -13,6 +13,7 @@ import os
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
+FUSE_ELEMENTWISE = ("auto", "on", "off")
 CLASSIFY_SELECT = ("accuracy", "macro_f1")
 
 
@@ -52,8 +53,11 @@ class FinetuneConfig:
         patience: early stopping on the dev metric.
         vocab_size, lowercase: the WordPiece vocabulary trained for a preset.
         export, quantize: export the best model to TFLite and verify it.
-        mixed_precision, xla: speed options; ``mixed_precision="auto"`` is
-            bfloat16 on a TPU and none elsewhere.
+        mixed_precision, xla, fuse_elementwise: speed options;
+            ``mixed_precision="auto"`` is bfloat16 on a TPU and, without ``xla``,
+            on a CPU with AMX, none elsewhere; ``fuse_elementwise="auto"``
+            compiles the ops between matrix products with XLA when training in
+            bfloat16 on an AMX CPU (:mod:`kerasllm.training.fusion`).
         lazy_embedding_updates: AdamW moves only the embedding rows a batch
             looked up (:func:`kerasllm.training.create_optimizer`'s
             ``lazy_sparse_updates``).
@@ -96,6 +100,7 @@ class FinetuneConfig:
     quantize: str = "dynamic"
     mixed_precision: str = "auto"
     xla: bool = False
+    fuse_elementwise: str = "auto"
     lazy_embedding_updates: bool = False
     static_shapes: bool = False
     steps_per_execution: int = 0
@@ -139,6 +144,7 @@ class FinetuneConfig:
         for name, allowed in (
             ("quantize", QUANTIZE),
             ("mixed_precision", MIXED_PRECISION),
+            ("fuse_elementwise", FUSE_ELEMENTWISE),
             ("strategy", STRATEGIES),
         ):
             if getattr(self, name) not in allowed:

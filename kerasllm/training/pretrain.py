@@ -464,7 +464,10 @@ def run_pretrain(cfg, log=_log):
         dist = make_strategy(cfg, log)
         chief = dist.extended.should_checkpoint
         backup_dir = prepare_output(cfg, f"pretrain-{cfg.objective}", log, chief=chief, filename=CONFIG_FILENAME)
-        speed = accelerator_settings(dist, cfg.mixed_precision, cfg.steps_per_execution, False, cfg.eval_every)
+        speed = accelerator_settings(
+            dist, cfg.mixed_precision, cfg.steps_per_execution, False, cfg.eval_every, xla=cfg.xla,
+            fuse_elementwise=cfg.fuse_elementwise,
+        )
         training.set_mixed_precision(speed.mixed_precision)
         config = get_preset(
             cfg.preset, vocab_size=tokenizer.vocab_size, max_position=cfg.seq_length, **_dropout(cfg)
@@ -473,7 +476,7 @@ def run_pretrain(cfg, log=_log):
             model = task.build(config)
             loss, metrics = task.loss_and_metrics()
             compile_model(model, cfg, cfg.steps, loss, metrics, speed.steps_per_execution)
-        training.install_train_step(model)
+        training.install_train_step(model, fuse_elementwise=speed.fuse_elementwise)
         counts_params = parameter_counts(model)
         log(f"model: preset {cfg.preset} from scratch, {counts_params['total']:,} parameters")
 

@@ -47,11 +47,14 @@ unchanged; ``tokens`` is added and ``loss`` reported as above. Mixed precision i
 The patch lives on the instance: it is not saved with the model and is lost by
 ``clone_model``; call :func:`install_train_step` again after rebuilding.
 """
+import contextlib
 import threading
 import types
 
 import tensorflow as tf
 import tf_keras as keras
+
+from kerasllm.training import fusion
 
 TOKENS_KEY = "tokens"
 
@@ -234,7 +237,7 @@ def _report_loss(logs, loss, data, tracker):
     return logs
 
 
-def install_train_step(model, gradient_accumulation_steps=1, token_mask="attention_mask"):
+def install_train_step(model, gradient_accumulation_steps=1, token_mask="attention_mask", fuse_elementwise=False):
     """Give ``model`` kerasllm's ``train_step`` (micro-batch accumulation, ``tokens`` log).
 
     Call it before ``fit`` (any time after building the model; compiling before
@@ -246,6 +249,12 @@ def install_train_step(model, gradient_accumulation_steps=1, token_mask="attenti
             Keras's own step.
         token_mask: input key whose sum counts the tokens of a batch; ``None``
             turns the ``tokens`` log off.
+        fuse_elementwise: trace the step under
+            :func:`kerasllm.training.fusion.fused_elementwise` (the ops between
+            matrix products compiled by XLA, the products left to TensorFlow)
+            and update each variable in one XLA kernel. For graph-mode training
+            (``compile(jit_compile=False)``); it pays for bfloat16 on an AMX CPU
+            (see :mod:`kerasllm.training.fusion`).
 
     Returns:
         ``model``, patched in place.
@@ -270,10 +279,18 @@ def install_train_step(model, gradient_accumulation_steps=1, token_mask="attenti
     object.__setattr__(model, "_kerasllm_loss_tracker", tracker)
 
     def train_step(self, data):
-        if steps == 1:
-            logs, loss = _capture_loss(lambda: original_train(self, data))
-        else:
-            logs, loss = _accumulating_step(self, data, steps)
+        scope = contextlib.nullcontext()
+        if fuse_elementwise:
+            scope = fusion.fused_elementwise()
+            # tf_keras turns its per-variable XLA update off when it finds no GPU; it is read when traced.
+            optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+            if hasattr(optimizer, "_update_step_xla"):
+                optimizer.jit_compile = True
+        with scope:
+            if steps == 1:
+                logs, loss = _capture_loss(lambda: original_train(self, data))
+            else:
+                logs, loss = _accumulating_step(self, data, steps)
         logs = _report_loss(logs, loss, data, tracker)
         if token_mask is not None:
             x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -294,6 +311,7 @@ def install_train_step(model, gradient_accumulation_steps=1, token_mask="attenti
     model.test_function = None
     model.train_step = types.MethodType(train_step, model)
     model.kerasllm_gradient_accumulation_steps = steps
+    model.kerasllm_fuse_elementwise = bool(fuse_elementwise)
     # A cached train function would still call the old step.
     model.train_function = None
     return model
