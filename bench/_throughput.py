@@ -347,7 +347,7 @@ def common_arguments(parser):
     parser.add_argument("--json", help="write every figure to this file")
 
 
-def _default_case(mode):
+def _default_case(mode, width=None):
     """The row of what kerasllm picks by itself here: ``(label, precision, fused)``.
 
     ``kerasllm finetune``'s "auto" settings without ``--xla`` (see
@@ -358,14 +358,14 @@ def _default_case(mode):
 
     if mode != "train":  # a loaded model predicts in the type it was saved in (float32)
         return None
-    precision = resolve_precision("auto")
-    fused = resolve_fusion("auto", precision)
+    precision = resolve_precision("auto", width=width)
+    fused = resolve_fusion("auto", precision, width=width)
     if precision == "none" and not fused:
         return None
     return f"kerasllm default{PRECISION_LABELS[precision]}{' fused' if fused else ''}", precision, fused
 
 
-def _cases(args, mode="train"):
+def _cases(args, mode="train", width=None):
     """``(label, framework, xla, pythonpath, precision, flags)`` rows in table order.
 
     Every framework runs in each of ``--precisions`` (mixed precision: float32
@@ -374,7 +374,7 @@ def _cases(args, mode="train"):
     """
     xlas = (False,) if args.no_xla else (False, True)
     cases = []
-    default = None if args.no_default_row else _default_case(mode)
+    default = None if args.no_default_row else _default_case(mode, width)
     if default is not None:
         label, precision, fused = default
         cases.append((label, "kerasllm", False, None, precision, ("--fuse-elementwise",) if fused else ()))
@@ -418,7 +418,7 @@ def run_table(mode, args):
     results = []
     for shape in shapes:
         flops = flops_per_token(shape, mode)
-        cases = _cases(args, mode)
+        cases = _cases(args, mode, width=SHAPES[shape][1])
         rows = [{"shape": shape, "case": label, "framework": framework, "xla": xla, "precision": precision,
                  "source": path, "flags": list(flags), "flops_per_token": flops, "runs": []}
                 for label, framework, xla, path, precision, flags in cases]

@@ -139,3 +139,21 @@ def test_bfloat16_fused_training_learns(monkeypatch):
         losses[policy] = (history.history["loss"][0], float((logits.argmax(-1) == labels)[kept].mean()))
     assert losses["mixed_bfloat16"][1] >= losses["float32"][1] - 0.1, losses
     assert losses["mixed_bfloat16"][1] > 0.6, losses
+
+
+def test_model_width_reads_presets_and_model_folders(tmp_path):
+    import json
+
+    from kerasllm.training.finetune import model_width
+
+    assert model_width("bert-tiny") == 128
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"hidden_size": 384}))
+    (tmp_path / "google").mkdir()
+    (tmp_path / "google" / "bert_config.json").write_text(json.dumps({"hidden_size": 768}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert model_width(str(tmp_path / "hf")) == 384
+    assert model_width(str(tmp_path / "google")) == 768
+    assert model_width(str(tmp_path / "broken")) is None
+    assert model_width(str(tmp_path / "missing")) is None

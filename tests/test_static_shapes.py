@@ -235,6 +235,10 @@ def test_accelerator_settings_off_a_tpu_keep_explicit_values(amx):
     assert accelerator_settings(dist, "auto", xla=True, fuse_elementwise="auto") == ("none", 1, False, False)
     assert accelerator_settings(dist, "none", fuse_elementwise="auto") == ("none", 1, False, False)
     assert accelerator_settings(dist, "bfloat16", fuse_elementwise="off") == ("bfloat16", 1, False, False)
+    # small models stay float32: compiling their clusters costs more than AMX saves
+    assert accelerator_settings(dist, "auto", fuse_elementwise="auto", width=128) == ("none", 1, False, False)
+    assert accelerator_settings(dist, "auto", fuse_elementwise="auto", width=384) == ("bfloat16", 1, False, True)
+    assert accelerator_settings(dist, "bfloat16", fuse_elementwise="auto", width=128) == ("bfloat16", 1, False, False)
     with pytest.raises(ValueError, match="already compiled whole with --xla"):
         accelerator_settings(dist, "bfloat16", xla=True, fuse_elementwise="on")
     with pytest.raises(ValueError, match="fuse_elementwise must be auto, on or off"):

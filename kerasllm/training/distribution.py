@@ -236,7 +236,7 @@ AcceleratorSettings = collections.namedtuple(
 
 def accelerator_settings(
     dist, mixed_precision="auto", steps_per_execution=0, static_shapes=False, steps_per_epoch=None,
-    xla=False, fuse_elementwise="off",
+    xla=False, fuse_elementwise="off", width=None,
 ):
     """Resolve the speed settings of a run on ``dist``.
 
@@ -246,7 +246,8 @@ def accelerator_settings(
     ``static_shapes`` is turned on (XLA compiles one TPU program per input
     shape, so every batch must have the same one). On a CPU with AMX (and no
     GPU), ``"auto"`` is ``"bfloat16"`` too unless ``xla`` (XLA's CPU products do
-    not use AMX), and ``fuse_elementwise="auto"`` is on with it (see
+    not use AMX), for a model of hidden size ``width`` >= 256 (or unknown), and
+    ``fuse_elementwise="auto"`` is on with it (see
     :mod:`kerasllm.training.fusion`). Elsewhere ``"auto"`` is ``"none"`` and
     fusion off, 0 is 1 and ``static_shapes`` stays as given. Explicit values
     are kept.
@@ -259,6 +260,8 @@ def accelerator_settings(
         steps_per_epoch: caps the TPU's default ``steps_per_execution``.
         xla: the train step is compiled whole with XLA.
         fuse_elementwise: ``"auto"``, ``"on"`` or ``"off"``.
+        width: the model's hidden size, if known: "auto" picks bfloat16 and fusion
+            on an AMX CPU only from :data:`kerasllm.training.fusion.MIN_WIDTH` up.
 
     Returns:
         An ``AcceleratorSettings(mixed_precision, steps_per_execution, static_shapes, fuse_elementwise)``.
@@ -271,8 +274,8 @@ def accelerator_settings(
     from kerasllm.training.fusion import resolve_fusion, resolve_precision
 
     tpu = is_tpu(dist)
-    mixed_precision = resolve_precision(mixed_precision, tpu=tpu, xla=xla)
-    fuse = resolve_fusion(fuse_elementwise, mixed_precision, tpu=tpu, xla=xla)
+    mixed_precision = resolve_precision(mixed_precision, tpu=tpu, xla=xla, width=width)
+    fuse = resolve_fusion(fuse_elementwise, mixed_precision, tpu=tpu, xla=xla, width=width)
     if not steps_per_execution:
         steps_per_execution = TPU_STEPS_PER_EXECUTION if tpu else 1
         if steps_per_epoch:

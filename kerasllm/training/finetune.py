@@ -287,6 +287,28 @@ def _dropout(cfg):
     return {} if cfg.dropout is None else {"dropout": cfg.dropout, "attention_dropout": cfg.dropout}
 
 
+def model_width(model):
+    """Hidden size of ``--model`` (a preset, or a folder with ``config.json`` / ``bert_config.json``), or None.
+
+    Read before the model is built, for the speed settings (:func:`accelerator_settings`'s
+    ``width``); anything unreadable is None and left to the build to report.
+    """
+    from kerasllm.models import PRESETS, get_preset
+
+    if model in PRESETS:
+        return get_preset(model).hidden_size
+    for name in ("config.json", "bert_config.json"):
+        path = os.path.join(str(model), name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                width = json.load(f).get("hidden_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(width, int) and not isinstance(width, bool):
+            return width
+    return None
+
+
 def build_model_and_tokenizer(cfg, texts, num_labels, head, task_label, log=_log):
     """A task model and its tokenizer.
 
@@ -540,7 +562,7 @@ def run_finetune(cfg, task, log=_log):
         backup_dir = prepare_output(cfg, task.name, log, chief=chief)
         speed = accelerator_settings(
             dist, cfg.mixed_precision, cfg.steps_per_execution, cfg.static_shapes, xla=cfg.xla,
-            fuse_elementwise=cfg.fuse_elementwise,
+            fuse_elementwise=cfg.fuse_elementwise, width=model_width(cfg.model),
         )
         training.set_mixed_precision(speed.mixed_precision)
         data_cfg = cfg

@@ -22,6 +22,10 @@ Measured on the MiniLM-shaped classifier of ``bench/train_throughput.py`` (bfloa
 one run each): graph mode 2,979 tokens/s, fused 4,088; float32 with full XLA
 2,944. In float32 fusing does not pay there (2,357), nor does it on a CPU
 without AMX, so :func:`resolve_fusion` turns it on only for bfloat16 on an AMX CPU.
+Nor does it for small models: compiling the clusters of ``bert-tiny`` (hidden 128)
+for its few batch shapes took longer than its whole float32 fine-tune (271 s
+against 73 s for the embedded default), so "auto" asks for a hidden size of at
+least :data:`MIN_WIDTH`.
 """
 import contextlib
 import functools
@@ -43,6 +47,8 @@ KEPT_OUT_WORDS = (
     "Collective", "Nccl", "AllReduce", "Assert", "CheckNumerics", "Print", "Call", "If", "While", "Case",
 )
 KEPT_OUT_OPS = frozenset({"Placeholder", "Const", "Identity", "IdentityN", "NoOp", "Switch", "Merge"})
+# Hidden size from which "auto" trains in bfloat16 with fusion on an AMX CPU (MiniLM: 384).
+MIN_WIDTH = 256
 
 
 def xla_fusible(node_def):
@@ -116,21 +122,26 @@ def _accelerator_present():
     return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
 
 
-def resolve_precision(mixed_precision, tpu=False, xla=False):
+def _amx_worth_it(xla, width):
+    wide = width is None or width >= MIN_WIDTH
+    return wide and not xla and not _accelerator_present() and cpu_has_amx_bf16()
+
+
+def resolve_precision(mixed_precision, tpu=False, xla=False, width=None):
     """The compute type ``"auto"`` stands for: ``"bfloat16"`` on a TPU, and on an AMX CPU
-    unless the step is compiled whole with XLA (whose CPU products do not use AMX); ``"none"``
-    elsewhere. Any other value is returned as it is."""
+    for a model of hidden size ``width`` >= :data:`MIN_WIDTH` (None: unknown, taken as wide)
+    unless the step is compiled whole with XLA (whose CPU products do not use AMX);
+    ``"none"`` elsewhere. Any other value is returned as it is."""
     if mixed_precision != "auto":
         return mixed_precision
     if tpu:
         return "bfloat16"
-    if not xla and not _accelerator_present() and cpu_has_amx_bf16():
-        return "bfloat16"
-    return "none"
+    return "bfloat16" if _amx_worth_it(xla, width) else "none"
 
 
-def resolve_fusion(fuse_elementwise, mixed_precision, tpu=False, xla=False):
-    """Whether to fuse: ``"on"``/``"off"`` as given, ``"auto"`` on for bfloat16 on an AMX CPU without XLA.
+def resolve_fusion(fuse_elementwise, mixed_precision, tpu=False, xla=False, width=None):
+    """Whether to fuse: ``"on"``/``"off"`` as given; ``"auto"`` is on for bfloat16 on an AMX
+    CPU without XLA, for a model of hidden size ``width`` >= :data:`MIN_WIDTH` (or unknown).
 
     ``mixed_precision`` is the resolved compute type (after :func:`resolve_precision`).
     Fusing has no effect under full XLA (the step is one cluster already) and is an
@@ -139,7 +150,7 @@ def resolve_fusion(fuse_elementwise, mixed_precision, tpu=False, xla=False):
     if fuse_elementwise not in ("auto", "on", "off"):
         raise ValueError(f"fuse_elementwise must be auto, on or off, got {fuse_elementwise!r}")
     if fuse_elementwise == "auto":
-        return mixed_precision == "bfloat16" and not (tpu or xla or _accelerator_present()) and cpu_has_amx_bf16()
+        return mixed_precision == "bfloat16" and not tpu and _amx_worth_it(xla, width)
     if fuse_elementwise == "on" and (tpu or xla):
         raise ValueError("--fuse-elementwise on applies to graph-mode training; the step is already compiled "
                          f"whole {'on a TPU' if tpu else 'with --xla'}")

@@ -466,7 +466,7 @@ def run_pretrain(cfg, log=_log):
         backup_dir = prepare_output(cfg, f"pretrain-{cfg.objective}", log, chief=chief, filename=CONFIG_FILENAME)
         speed = accelerator_settings(
             dist, cfg.mixed_precision, cfg.steps_per_execution, False, cfg.eval_every, xla=cfg.xla,
-            fuse_elementwise=cfg.fuse_elementwise,
+            fuse_elementwise=cfg.fuse_elementwise, width=get_preset(cfg.preset).hidden_size,
         )
         training.set_mixed_precision(speed.mixed_precision)
         config = get_preset(
