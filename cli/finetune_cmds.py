@@ -37,9 +37,9 @@ SHARED_HELP = {
     "export": "Export the best model to TFLite and verify it.",
     "quantize": f"TFLite quantization: {', '.join(QUANTIZE)}.",
     "mixed_precision": f"{', '.join(MIXED_PRECISION)} (auto: bfloat16 on a TPU, and without --xla on a CPU with "
-    "AMX; none elsewhere).",
+    "AMX for a model of hidden size >= 256; none elsewhere).",
     "fuse_elementwise": f"{', '.join(FUSE_ELEMENTWISE)}: compile the ops between matrix products with XLA and leave "
-    "the products to TensorFlow (auto: on for bfloat16 on a CPU with AMX, without --xla).",
+    "the products to TensorFlow (auto: on for bfloat16 on a CPU with AMX, without --xla, hidden size >= 256).",
     "xla": "Compile the train step with XLA; batches are padded to a few shapes (a multiple of 16 sub-words, or of max-length/8), one compiled program each.",
     "lazy_embedding_updates": "AdamW updates only the embedding rows a batch looked up (LazyAdam); graph mode only "
     "(under --xla the embedding gradient is dense).",

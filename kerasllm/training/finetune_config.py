@@ -55,9 +55,9 @@ class FinetuneConfig:
         export, quantize: export the best model to TFLite and verify it.
         mixed_precision, xla, fuse_elementwise: speed options;
             ``mixed_precision="auto"`` is bfloat16 on a TPU and, without ``xla``,
-            on a CPU with AMX, none elsewhere; ``fuse_elementwise="auto"``
-            compiles the ops between matrix products with XLA when training in
-            bfloat16 on an AMX CPU (:mod:`kerasllm.training.fusion`).
+            on a CPU with AMX for a model of hidden size >= 256, none elsewhere;
+            ``fuse_elementwise="auto"`` compiles the ops between matrix products
+            with XLA when training so in bfloat16 (:mod:`kerasllm.training.fusion`).
         lazy_embedding_updates: AdamW moves only the embedding rows a batch
             looked up (:func:`kerasllm.training.create_optimizer`'s
             ``lazy_sparse_updates``).
