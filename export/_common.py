@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasllm._io import atomic_write_bytes, atomic_write_with
+from kerasllm.layers._utils import portable_graph
 
 DEFAULT_OUTPUT = "logits"
 
@@ -102,7 +103,8 @@ def serving_function(model, max_length=None):
 
     @tf.function(input_signature=[specs])
     def serve(inputs):
-        return outputs_as_dict(model, model(inputs, training=False))
+        with portable_graph():  # the forms every converter takes (kerasllm.layers._utils)
+            return outputs_as_dict(model, model(inputs, training=False))
 
     return serve, specs
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 from kerasllm._io import atomic_write_bytes
 from kerasllm.export._common import ExportError, ExportReport, file_size, float32_model
 from kerasllm.export.tflite import _check_signatures, _interpreter_class, convert_saved_model
+from kerasllm.layers._utils import portable_graph
 from kerasllm.models import call_with_cache
 
 PREFILL = "prefill"
@@ -57,7 +58,8 @@ class _Generator(tf.Module):
         cache_spec = tf.TensorSpec(cache_shape, tf.float32, name="cache")
 
         def run(input_ids, cache, cache_index):
-            logits, new_cache = call_with_cache(model, input_ids, cache, cache_index)
+            with portable_graph():
+                logits, new_cache = call_with_cache(model, input_ids, cache, cache_index)
             return {"logits": tf.cast(logits, tf.float32), "cache": tf.cast(new_cache, tf.float32)}
 
         @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32, name="input_ids")])
@@ -236,7 +238,8 @@ def export_gpt_onnx(model, out_path, max_length, opset=17):
 
     @tf.function(input_signature=signature)
     def step(input_ids, cache, cache_index):
-        logits, new_cache = call_with_cache(model, input_ids, cache, cache_index)
+        with portable_graph():
+            logits, new_cache = call_with_cache(model, input_ids, cache, cache_index)
         return {"logits": tf.cast(logits, tf.float32), "new_cache": tf.cast(new_cache, tf.float32)}
 
     what = repr(model.name)

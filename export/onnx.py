@@ -30,6 +30,7 @@ from kerasllm.export._common import (
     sidecar_path,
     write_assets,
 )
+from kerasllm.layers._utils import portable_graph
 
 DEFAULT_OPSET = 17
 _SKIPPED_OPTIMIZERS = ("reshape_optimizer",)
@@ -194,7 +195,8 @@ def export_onnx(model, out_path, opset=DEFAULT_OPSET, max_length=None, assets=No
 
     @tf.function(input_signature=signature)
     def serve(*args):
-        return outputs_as_dict(model, model(dict(zip(names, args)), training=False))
+        with portable_graph():
+            return outputs_as_dict(model, model(dict(zip(names, args)), training=False))
 
     what = repr(model.name)
     try:

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasllm.export._common import check_assets, check_max_length, float32_model, sidecar_path
+from kerasllm.layers._utils import portable_graph
 
 TEXT_INPUT = "text"
 SERVING = "serving_default"
@@ -252,7 +253,8 @@ def text_serving_function(model, tokenizer, labels=None, max_length=None):
     def serve(inputs):
         texts = inputs[TEXT_INPUT]
         encoded, pieces = _encode(tokenizer, texts, max_length)
-        logits = model({k: v for k, v in encoded.items() if k in names}, training=False)
+        with portable_graph():
+            logits = model({k: v for k, v in encoded.items() if k in names}, training=False)
         logits = tf.cast(logits, tf.float32)
         if task == "sequence_classification":
             return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}

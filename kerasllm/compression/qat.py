@@ -61,6 +61,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasllm.compression._layers import assign, copy_model_attributes, display_name, projection_paths, resolve, unwrap
+from kerasllm.layers._utils import portable_graph
 
 _QUANTIZABLE_ACTIVATIONS = ("gelu", "relu")
 
@@ -482,8 +483,11 @@ def unquantized_projections(model, length=8):
     ``FakeQuantWithMinMaxVars*`` op sits on every such path. A float model lists
     all its projections; a model from :func:`quantize_model` lists none.
     """
-    fn = tf.function(lambda inputs: model(inputs, training=False))
-    graph = fn.get_concrete_function(_example_inputs(model, length)).graph
+    def forward(inputs):
+        with portable_graph():  # the graph the int8 converter sees
+            return model(inputs, training=False)
+
+    graph = tf.function(forward).get_concrete_function(_example_inputs(model, length)).graph
     captured = {id(external): internal for external, internal in graph.captures}
     missing = []
     for top in model.layers:
@@ -519,8 +523,11 @@ def _variable_at(top, layer, path):
 
 def fake_quant_count(model, length=8):
     """Number of FakeQuant ops in the inference graph of ``model``."""
-    fn = tf.function(lambda inputs: model(inputs, training=False))
-    graph = fn.get_concrete_function(_example_inputs(model, length)).graph
+    def forward(inputs):
+        with portable_graph():  # the graph the int8 converter sees
+            return model(inputs, training=False)
+
+    graph = tf.function(forward).get_concrete_function(_example_inputs(model, length)).graph
     return sum(op.type.startswith("FakeQuantWithMinMax") for op in graph.get_operations())
 
 

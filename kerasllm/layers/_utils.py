@@ -2,6 +2,7 @@
 import contextlib
 import functools
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -11,6 +12,49 @@ def in_xla_context():
     from tf_keras.src.utils import control_flow_util
 
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+_PORTABLE_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def portable_graph():
+    """Trace kerasllm layers with the ops every exporter and quantizer takes.
+
+    Outside it, layers called for inference (``training`` None or False) compute the
+    same function in the forms TensorFlow's CPU graph optimizer fuses into oneDNN
+    kernels: attention as ``softmax(q k^T * scale + additive mask)`` without the
+    renormalisation integer TFLite needs (one ``_MklFusedBatchMatMulV2``), the
+    feed-forward network as 2-D ``MatMul + BiasAdd + GELU`` (one
+    ``_MklNativeFusedMatMul``). Inside, they use the forms TFLite (including its
+    int8 and 16x8 kernels), tf2onnx and quantization-aware training are built and
+    tested for; training always does. The exporters of ``kerasllm/export`` trace the
+    model inside this context; it only matters while a function is being traced.
+
+    Example:
+
+    >>> from kerasllm.layers._utils import portable_graph, tracing_portable_graph
+    >>> with portable_graph():
+    ...     tracing_portable_graph()
+    True
+    >>> tracing_portable_graph()
+    False
+    """
+    _PORTABLE_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _PORTABLE_DEPTH[0] -= 1
+
+
+def tracing_portable_graph():
+    """True inside :func:`portable_graph`."""
+    return _PORTABLE_DEPTH[0] > 0
+
+
+def is_inference(training):
+    """True for a ``training`` argument that is None or a Python/NumPy false value (not a tensor)."""
+    return training is None or (isinstance(training, (bool, int, np.bool_)) and not training)
 
 
 def clone_initializer(initializer):
@@ -140,6 +184,14 @@ class QuantPoints:
     def quant_points(self):
         """The names in ``QUANT_POINTS`` this layer's configuration computes."""
         return list(self.QUANT_POINTS)
+
+    def quantization_aware(self):
+        """True when a quantization-aware copy has replaced one of this layer's points by a fake-quantizer."""
+        return any(getattr(self, "qp_" + name, _quant_point) is not _quant_point for name in self.QUANT_POINTS)
+
+    def runtime_fast_path(self):
+        """True when ``call`` may use TensorFlow-only fast ops (see :func:`portable_graph`)."""
+        return not tracing_portable_graph() and not self.quantization_aware()
 
     def quant_point(self, name, x):
         return getattr(self, "qp_" + name, _quant_point)(x)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers._utils import QuantPoints, build_sublayer, clone_initializer
+from kerasllm.layers._utils import QuantPoints, build_sublayer, clone_initializer, is_inference
 from kerasllm.layers.dropout import Dropout
 from kerasllm.layers.local_attention import local_attention
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
@@ -87,6 +87,30 @@ def _masked_softmax(scores, mask, values):
     values = tf.where(keys, values, tf.zeros([], values.dtype))
     total = tf.matmul(weights, tf.where(keys, tf.ones([], weights.dtype), tf.zeros([], weights.dtype)))
     return weights, values, total
+
+
+def _biased_softmax(q, k, scale, mask, attention_bias):
+    """``softmax(q @ k^T * scale + bias)``: masked keys get ``MASK_VALUE`` added, ``attention_bias`` is added.
+
+    The same weights as scaling ``q`` and selecting ``MASK_VALUE`` for masked keys
+    (:func:`_masked_softmax`) in the form TensorFlow's CPU graph optimizer fuses: a
+    ``BatchMatMul`` followed by a scalar ``Mul`` and an ``AddV2`` becomes one oneDNN
+    kernel (``_MklFusedBatchMatMulV2``), so the ``[b, h, q, k]`` scores are written
+    once instead of being scaled, selected and re-read. The additive mask is built on
+    the small broadcast mask (``[b, 1, 1|q, k]``). In float a masked key's weight is
+    exactly 0, as with the select; a row whose keys are all masked gets finite
+    weights (never NaN). The scores, mask and softmax are float32 under mixed precision.
+    """
+    scores = tf.matmul(q, k, transpose_b=True) * tf.cast(scale, q.dtype)
+    if scores.dtype != tf.float32:
+        scores = tf.cast(scores, tf.float32)
+    addend = None
+    if mask is not None:
+        addend = tf.where(mask, tf.zeros([], tf.float32), tf.constant(_MASK_VALUE, tf.float32))
+    if attention_bias is not None:
+        bias = tf.cast(attention_bias, tf.float32)
+        addend = bias if addend is None else addend + bias
+    return tf.nn.softmax(scores if addend is None else scores + addend, axis=-1)
 
 
 def _heads_first(x):
@@ -421,13 +445,19 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
                 q, k, v = _heads_first(q), _heads_first(new_cache[:, 0]), _heads_first(new_cache[:, 1])
 
         # q, k, v: [batch, heads, length, head_dim]
-        q = self.quant_point("scaled_query", q * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype))
+        scale = 1.0 / math.sqrt(self.head_dim)
         if self.attention_type != "full" and cache is None:
+            q = self.quant_point("scaled_query", q * tf.cast(scale, q.dtype))
             context_out = self._local_attention(
                 q, k, v, attention_mask, attention_bias, use_causal_mask, return_attention_scores, training
             )
             probs = None
+        elif is_inference(training) and self.runtime_fast_path():  # training keeps its measured graph (speed note 5)
+            mask = self._mask(q, k, attention_mask, use_causal_mask, cache, cache_index)
+            probs = _biased_softmax(q, k, scale, mask, attention_bias)
+            context_out = tf.matmul(self._dropout_layer(tf.cast(probs, self.compute_dtype), training=training), v)
         else:
+            q = self.quant_point("scaled_query", q * tf.cast(scale, q.dtype))
             mask = self._mask(q, k, attention_mask, use_causal_mask, cache, cache_index)
             scores = tf.cast(self.quant_point("scores", tf.matmul(q, k, transpose_b=True)), tf.float32)
             if attention_bias is not None:

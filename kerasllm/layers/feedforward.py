@@ -1,8 +1,9 @@
 """The position-wise feed-forward network of a Transformer block."""
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers._utils import build_sublayer, clone_initializer
+from kerasllm.layers._utils import build_sublayer, clone_initializer, is_inference, tracing_portable_graph
 from kerasllm.layers.activations import get_activation
 from kerasllm.layers.lora import LoRA, check_lora_args
 
@@ -85,6 +86,8 @@ class FeedForward(keras.layers.Layer):
         return lora
 
     def call(self, x, training=None):
+        if is_inference(training) and self._plain_dense_path():  # inference; training keeps its measured graph
+            return self._fused_call(x)
         h = self.intermediate(x)
         if self.intermediate_lora is not None:
             h = h + self.intermediate_lora(x, training=training)
@@ -93,6 +96,35 @@ class FeedForward(keras.layers.Layer):
         if self.output_lora is not None:
             y = y + self.output_lora(h, training=training)
         return y
+
+    def _plain_dense_path(self):
+        """True when both projections are untouched ``Dense`` layers (no LoRA, pruning, QAT or low rank)
+        and the graph is not traced for export (:func:`~kerasllm.layers._utils.portable_graph`)."""
+        return self.intermediate_lora is None and not tracing_portable_graph() and all(
+            type(dense) is keras.layers.Dense and dense.use_bias and dense.activation is keras.activations.linear
+            for dense in (self.intermediate, self.output_dense)
+        )
+
+    def _fused_call(self, x):
+        """The same products as the ``Dense`` sublayers, as 2-D ``MatMul`` + ``BiasAdd`` + activation.
+
+        ``Dense`` on a ``[batch, length, width]`` input reshapes between its product and
+        its bias, which hides the pattern TensorFlow's graph optimizer fuses on CPU:
+        written this way, ``MatMul + BiasAdd + GELU`` becomes one oneDNN kernel with
+        the bias and the (exact or tanh) GELU applied to the product's output tiles,
+        instead of six element-wise passes over a ``[tokens, intermediate]`` tensor.
+        """
+        x = tf.cast(x, self.compute_dtype)
+        shape = tf.shape(x)
+        flat = tf.reshape(x, [-1, x.shape[-1] if x.shape[-1] is not None else shape[-1]])
+        h = tf.nn.bias_add(
+            tf.matmul(flat, tf.cast(self.intermediate.kernel, x.dtype)), tf.cast(self.intermediate.bias, x.dtype)
+        )
+        h = self._activation_fn(h)
+        y = tf.nn.bias_add(
+            tf.matmul(h, tf.cast(self.output_dense.kernel, x.dtype)), tf.cast(self.output_dense.bias, x.dtype)
+        )
+        return tf.reshape(y, tf.concat([shape[:-1], [self.output_dense.units]], axis=0))
 
     def merged_lora_kernels(self):
         """``{variable name: kernel + LoRA update}`` for both dense kernels (empty without LoRA)."""

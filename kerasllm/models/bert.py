@@ -11,6 +11,7 @@ import tf_keras as keras
 from kerasllm.layers import Dropout, LayerNorm, TransformerEmbedding, TransformerEncoderBlock
 from kerasllm.layers.encoder_block import default_initializer
 from kerasllm.models.heads import NamedActivation, Pooler, VocabBias, dense_head, float32_logits, token_ids_input
+from kerasllm.models.batch_calls import install_predict_on_batch
 from kerasllm.models.peft import freeze
 
 
@@ -71,7 +72,7 @@ def _tag(model, config, task, **info):
     """Attach the config and task, and freeze what the config's PEFT settings ask for."""
     model.kerasllm_config = config
     model.kerasllm_task = dict(task=task, **info)
-    return freeze(model)
+    return freeze(install_predict_on_batch(model))
 
 
 def bert_encoder(config, name="bert_encoder"):

@@ -9,6 +9,7 @@ import tf_keras as keras
 from kerasllm.layers import LayerNorm, TransformerEmbedding
 from kerasllm.models.bert import encoder_block
 from kerasllm.models.gpt import decoder_block
+from kerasllm.models.batch_calls import install_predict_on_batch
 from kerasllm.models.peft import freeze
 from kerasllm.models.heads import float32_logits, token_ids_input
 
@@ -78,4 +79,4 @@ def encoder_decoder(config, name="encoder_decoder"):
     model = keras.Model(inputs, logits, name=name)
     model.kerasllm_config = config
     model.kerasllm_task = {"task": "seq2seq_lm"}
-    return freeze(model)
+    return freeze(install_predict_on_batch(model))

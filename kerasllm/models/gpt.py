@@ -7,6 +7,7 @@ import tf_keras as keras
 
 from kerasllm.layers import LayerNorm, TransformerDecoderBlock, TransformerEmbedding
 from kerasllm.models.heads import float32_logits, token_ids_input
+from kerasllm.models.batch_calls import install_predict_on_batch
 from kerasllm.models.peft import freeze
 
 
@@ -55,7 +56,7 @@ def gpt_decoder(config, name="gpt"):
     model = keras.Model(inputs, logits, name=name)
     model.kerasllm_config = config
     model.kerasllm_task = {"task": "causal_lm"}
-    return freeze(model)
+    return freeze(install_predict_on_batch(model))
 
 
 def init_cache(config, batch_size, max_length, dtype=tf.float32):
