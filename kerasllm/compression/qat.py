@@ -474,6 +474,16 @@ def _quantized_reads(handle):
     return True
 
 
+def _inference_graph(model, length):
+    """The traced graph of ``model(inputs, training=False)`` in the form the int8 converter sees."""
+
+    def forward(inputs):
+        with portable_graph():
+            return model(inputs, training=False)
+
+    return tf.function(forward).get_concrete_function(_example_inputs(model, length)).graph
+
+
 def unquantized_projections(model, length=8):
     """Names of projection weights whose inference-time use is not fake-quantized.
 
@@ -483,11 +493,7 @@ def unquantized_projections(model, length=8):
     ``FakeQuantWithMinMaxVars*`` op sits on every such path. A float model lists
     all its projections; a model from :func:`quantize_model` lists none.
     """
-    def forward(inputs):
-        with portable_graph():  # the graph the int8 converter sees
-            return model(inputs, training=False)
-
-    graph = tf.function(forward).get_concrete_function(_example_inputs(model, length)).graph
+    graph = _inference_graph(model, length)
     captured = {id(external): internal for external, internal in graph.captures}
     missing = []
     for top in model.layers:
@@ -523,11 +529,7 @@ def _variable_at(top, layer, path):
 
 def fake_quant_count(model, length=8):
     """Number of FakeQuant ops in the inference graph of ``model``."""
-    def forward(inputs):
-        with portable_graph():  # the graph the int8 converter sees
-            return model(inputs, training=False)
-
-    graph = tf.function(forward).get_concrete_function(_example_inputs(model, length)).graph
+    graph = _inference_graph(model, length)
     return sum(op.type.startswith("FakeQuantWithMinMax") for op in graph.get_operations())
 
 
