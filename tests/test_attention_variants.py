@@ -4,6 +4,7 @@ References are independent of the blocked computation: the float64 NumPy attenti
 tests/numpy_reference.py with an explicit dense mask built here in NumPy, or (for the
 cache path and models) full attention with that mask.
 """
+import contextlib
 import doctest
 import importlib
 
@@ -12,7 +13,9 @@ import pytest
 import tensorflow as tf
 
 from kerasllm.layers import MultiHeadAttention, TransformerDecoderBlock, TransformerEmbedding, TransformerEncoderBlock
+from kerasllm.layers._utils import portable_graph
 from kerasllm.layers.embeddings import gather_dense_grad
+from kerasllm.layers.local_attention import chunked_local_attention
 from kerasllm.models import TransformerConfig, bert_encoder, get_preset
 from tests import numpy_reference as ref
 
@@ -62,6 +65,65 @@ def test_local_attention_equals_reference_with_banded_mask(n, window, global_tok
     np.testing.assert_allclose(out[real], expected[real], atol=1e-5)
 
 
+def _banded_reference(qkv, window, key_mask, causal, scale):
+    """Float64 NumPy sliding-window attention of stacked heads-last ``qkv`` [b, n, 3, h, d]."""
+    q, k, v = (qkv[:, :, i].astype(np.float64).transpose(0, 2, 1, 3) for i in range(3))
+    scores = q @ k.transpose(0, 1, 3, 2) * scale
+    allowed = _band(q.shape[2], window, causal=causal)[None, None] & key_mask.astype(bool)[:, None, None, :]
+    with np.errstate(invalid="ignore"):  # padded query rows that see no key: NaN, not compared
+        probs = ref.softmax(np.where(allowed, scores, -np.inf))
+    return (probs @ v).transpose(0, 2, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "n, window, causal, chunk_bytes",
+    [
+        (300, 200, False, 1),  # blocks of 100 (2 per side), one block per loop step
+        (300, 200, True, None),  # causal: keys of the block and the 2 before it
+        (130, 64, False, 3 * 4 * 64 * 192 * 4),  # 3 blocks per step, a shorter last step, n % 64 != 0
+        (77, 6, True, None),  # a window under 32: blocks of the window
+        (90, 37, False, 1),  # a prime window: blocks of 37
+        (40, 60, False, None),  # a sequence shorter than one block
+    ],
+)
+def test_chunked_local_attention_equals_reference(n, window, causal, chunk_bytes):
+    rng = np.random.default_rng(n + window)
+    qkv = rng.normal(size=(2, n, 3, 4, 8)).astype(np.float32)
+    key_mask = _padding(n, [n, n - n // 3])
+    scale = 0.35
+    got = chunked_local_attention(tf.constant(qkv), window, key_mask, causal=causal, scale=scale,
+                                  chunk_bytes=chunk_bytes).numpy()
+    want = _banded_reference(qkv, window, key_mask, causal, scale)
+    real = key_mask.astype(bool)  # every real query sees itself; padded query rows are undefined
+    assert np.abs(got[real] - want[real]).max() < 1e-5
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sliding_window_layer_runtime_form_matches_reference_and_portable_form(lora):
+    """Traced inference runs chunked_local_attention (scale folded into the projection without LoRA)."""
+    rng = np.random.default_rng(5)
+    n, window = 200, 48
+    x = rng.normal(size=(2, n, D)).astype(np.float32)
+    kwargs = {"lora_rank": 2, "lora_targets": ("query", "value", "output")} if lora else {}
+    layer = _layer(x, attention_type="sliding_window", attention_window=window, **kwargs)
+    padding = _padding(n, [n, 150])
+    call = lambda: layer(x, attention_mask=padding, use_causal_mask=True, training=False)  # noqa: E731
+    runtime = tf.function(call)
+    assert {"While", "StatelessWhile"} & {op.type for op in runtime.get_concrete_function().graph.get_operations()}
+    got = runtime().numpy()
+    with portable_graph():
+        portable = tf.function(call)().numpy()
+    real = padding.astype(bool)
+    assert np.abs(got[real] - portable[real]).max() < 1e-5
+    if not lora:
+        x64 = x.astype(np.float64)
+        mask = _band(n, window, causal=True)[None, None] & real[:, None, None, :]
+        with np.errstate(invalid="ignore"):  # padded query rows that see no key: NaN, not compared
+            expected, _ = ref.attention(x64, x64, ref.attention_weights(layer), H, mask=mask)
+        assert np.abs(got[real] - expected[real]).max() < 1e-5
+
+
 def test_sliding_window_equals_full_layer_with_mask_at_1024():
     """The brief's check: max abs difference < 1e-5 at n = 1024 against full attention + banded mask."""
     rng = np.random.default_rng(0)
@@ -78,26 +140,42 @@ def test_sliding_window_equals_full_layer_with_mask_at_1024():
     assert np.abs(a - b).max() < 1e-5
 
 
+def _graph_shapes(graph):
+    """Static output shapes of every op in ``graph`` and in the bodies of its while loops."""
+    shapes = []
+    for op in graph.get_operations():
+        shapes += [o.shape for o in op.outputs if o.shape.rank]
+        if op.type in ("While", "StatelessWhile"):
+            shapes += _graph_shapes(graph._functions[op.get_attr("body").name].graph)
+    return shapes
+
+
 def _largest_tensors(fn, *specs):
-    graph = tf.function(fn).get_concrete_function(*specs).graph
-    shapes = [o.shape for op in graph.get_operations() for o in op.outputs if o.shape.rank]
-    return max(int(np.prod(s.as_list())) for s in shapes), shapes
+    """The largest static tensor size (unknown dimensions counted as 1) and every shape."""
+    shapes = _graph_shapes(tf.function(fn).get_concrete_function(*specs).graph)
+    return max(int(np.prod([d or 1 for d in s.as_list()])) for s in shapes), shapes
 
 
+@pytest.mark.parametrize("mode", ["runtime", "portable"])
 @pytest.mark.parametrize("kind, global_tokens", [("sliding_window", 0), ("global_local", 2)])
-def test_local_attention_graph_has_no_n_by_n_tensor(kind, global_tokens):
+def test_local_attention_graph_has_no_n_by_n_tensor(kind, global_tokens, mode):
     b, n, window = 2, 256, 16
     layer = MultiHeadAttention(H, attention_type=kind, attention_window=window, global_tokens=global_tokens)
     full = MultiHeadAttention(H)
     specs = (tf.TensorSpec([b, n, D]), tf.TensorSpec([b, n], tf.int32))
     for attention in (layer, full):
         attention(tf.zeros([b, n, D]))
-    largest, shapes = _largest_tensors(lambda x, m: layer(x, attention_mask=m), *specs)
+    context = portable_graph() if mode == "portable" else contextlib.nullcontext()
+    with context:
+        largest, shapes = _largest_tensors(lambda x, m: layer(x, attention_mask=m), *specs)
+        largest_full, _ = _largest_tensors(lambda x, m: full(x, attention_mask=m), *specs)
     # Every tensor is O(n * w): at most [b, heads, n, 3w + g] scores (plus a constant factor).
     assert largest <= b * H * n * (3 * window + global_tokens)
     assert not any(s.as_list().count(n) >= 2 for s in shapes)
+    if kind == "sliding_window" and mode == "runtime":
+        # chunked_local_attention: [heads, blocks in the chunk, block, 3 * block] scores per loop step.
+        assert tf.TensorShape([H, None, window, 3 * window]) in shapes
     # The same check finds the n x n scores of full attention (it can fail).
-    largest_full, _ = _largest_tensors(lambda x, m: full(x, attention_mask=m), *specs)
     assert largest_full >= b * H * n * n
 
 

@@ -26,7 +26,9 @@ def portable_graph():
     kernels: attention as ``softmax(q k^T * scale + additive mask)`` without the
     renormalisation integer TFLite needs (one ``_MklFusedBatchMatMulV2``), the
     feed-forward network as 2-D ``MatMul + BiasAdd + GELU`` (one
-    ``_MklNativeFusedMatMul``). Inside, they use the forms TFLite (including its
+    ``_MklNativeFusedMatMul``), sliding-window attention as a loop over chunks of
+    blocks (:func:`kerasllm.layers.local_attention.chunked_local_attention`). Inside,
+    they use the forms TFLite (including its
     int8 and 16x8 kernels), tf2onnx and quantization-aware training are built and
     tested for; training always does. The exporters of ``kerasllm/export`` trace the
     model inside this context; it only matters while a function is being traced.

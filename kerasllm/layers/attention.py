@@ -5,9 +5,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasllm.layers._utils import QuantPoints, build_sublayer, clone_initializer, is_inference
+from kerasllm.layers._utils import QuantPoints, build_sublayer, clone_initializer, in_xla_context, is_inference
 from kerasllm.layers.dropout import Dropout
-from kerasllm.layers.local_attention import local_attention
+from kerasllm.layers.local_attention import chunked_local_attention, local_attention
 from kerasllm.layers.lora import ATTENTION_TARGETS, LoRA, check_lora_args, normalize_lora_targets
 from kerasllm.layers.masks import MASK_VALUE as _MASK_VALUE
 from kerasllm.layers.masks import causal_mask, combine_masks, expand_attention_mask, local_attention_mask
@@ -158,8 +158,11 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
     (the sliding window plus ``global_tokens`` leading positions that see, and are
     seen by, every position; Longformer). The variants take a ``[batch, k_len]``
     padding mask; with a cache (decoding) they run as full attention with the
-    equivalent :func:`~kerasllm.layers.masks.local_attention_mask`. The weights are
-    the same for every type, so a checkpoint loads into any of them.
+    equivalent :func:`~kerasllm.layers.masks.local_attention_mask`. Traced for
+    inference in float32 (outside ``portable_graph``, without XLA), ``"sliding_window"``
+    runs as :func:`~kerasllm.layers.local_attention.chunked_local_attention`, the same
+    function in smaller blocks, a few at a time. The weights are the same for every
+    type, so a checkpoint loads into any of them.
 
     Args:
         num_heads: number of attention heads.
@@ -429,6 +432,8 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
         else:
             if context is not None:
                 raise ValueError("`context` is only for cross_attention=True layers")
+            if self._chunked_window(cache, attention_mask, attention_bias, return_attention_scores, training):
+                return self._chunked_window_call(query, attention_mask, use_causal_mask, training)
             qkv = self.quant_point("projection", _project(query, self.qkv_kernel, self.qkv_bias))
             heads_first = cache is None
             q, k, v = (
@@ -480,6 +485,58 @@ class MultiHeadAttention(QuantPoints, keras.layers.Layer):
         if new_cache is not None:
             results.append(new_cache)
         return results[0] if len(results) == 1 else tuple(results)
+
+    def _chunked_window(self, cache, attention_mask, attention_bias, return_scores, training):
+        """True when sliding-window self-attention runs as :func:`chunked_local_attention`.
+
+        That is TensorFlow's CPU runtime form for inference (outside ``portable_graph``,
+        not quantization-aware, not XLA-compiled, float32); every other call, and every
+        call the local path rejects (a bias, scores, a non-padding mask), keeps
+        :func:`local_attention`.
+        """
+        return (
+            self.attention_type == "sliding_window"
+            and cache is None
+            and attention_bias is None
+            and not return_scores
+            and (attention_mask is None or tf.convert_to_tensor(attention_mask).shape.rank == 2)
+            and self.compute_dtype == "float32"
+            and is_inference(training)
+            and self.runtime_fast_path()
+            and not in_xla_context()
+        )
+
+    def _chunked_window_call(self, query, attention_mask, use_causal_mask, training):
+        """Sliding-window self-attention as :func:`chunked_local_attention` of the fused projection.
+
+        Without LoRA the ``1/sqrt(head_dim)`` query scale is folded into the query
+        columns of the projection kernel and bias (a ``[hidden, hidden]`` product per
+        call, not one over every query); with LoRA the queries are scaled.
+        """
+        scale = 1.0 / math.sqrt(self.head_dim)
+        width = self.num_heads * self.head_dim
+        if self.has_lora:
+            qkv = _project(query, self.qkv_kernel, self.qkv_bias)
+            parts = self._split_heads(qkv, 3)
+            qkv = tf.stack(
+                [self._plus_lora(t, query, y, training) for t, y in zip(("query", "key", "value"), parts)], axis=2
+            )
+        else:
+            columns = tf.concat([tf.fill([width], tf.constant(scale, self.compute_dtype)),
+                                 tf.ones([2 * width], self.compute_dtype)], axis=0)
+            bias = None if self.qkv_bias is None else self.qkv_bias * columns
+            qkv = _project(query, self.qkv_kernel * columns, bias)
+            shape = tf.shape(qkv)
+            qkv = tf.reshape(qkv, [shape[0], shape[1], 3, self.num_heads, self.head_dim])
+            scale = 1.0
+        key_mask = None if attention_mask is None else expand_attention_mask(attention_mask)[:, 0, 0]
+        context_out = chunked_local_attention(
+            qkv, self.attention_window, key_mask, causal=use_causal_mask, scale=scale
+        )
+        shape = tf.shape(context_out)
+        context_out = tf.reshape(context_out, [shape[0], shape[1], width])
+        output = self.quant_point("output", _project(context_out, self.output_kernel, self.output_bias))
+        return self._plus_lora("output", context_out, output, training)
 
     def _mask(self, q, k, attention_mask, use_causal_mask, cache, cache_index):
         """The boolean mask of full attention (padding, causal and, with a cache, the local band)."""

@@ -12,6 +12,16 @@ Those ``g`` extra key columns and ``g`` query rows add ``O(n * g)``.
 These functions take heads-first tensors ``[batch, heads, n, head_dim]`` with the queries
 already scaled; :class:`~kerasllm.layers.MultiHeadAttention` calls them when its
 ``attention_type`` is ``"sliding_window"`` or ``"global_local"``.
+
+:func:`chunked_local_attention` computes the same sliding window for TensorFlow's CPU
+runtime (inference outside :func:`kerasllm.layers._utils.portable_graph`). Its blocks
+are smaller than the window (:func:`local_block_size`, 128 for ``w = 256``: ``2w + 128``
+keys per query instead of ``3w``), and it runs the blocks a few at a time in a
+``tf.while_loop`` (two steps in flight), so each chunk's scores (about
+:data:`CHUNK_SCORE_BYTES`) are written, normalised and multiplied by the values while
+they are still in the cache. Written all at once, the scores of a 4096-token sequence
+with 12 heads are 126 MB, and the ``q k^T`` product ran at 97 GFLOP/s on a 2-core
+Xeon, against up to 286 GFLOP/s for the same product in pieces.
 """
 import tensorflow as tf
 
@@ -35,6 +45,120 @@ def _with_neighbours(blocks):
     rank = blocks.shape.rank
     padded = tf.pad(blocks, [[0, 0], [0, 0], [1, 1]] + [[0, 0]] * (rank - 3))
     return tf.concat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], axis=3)
+
+
+#: Bytes of float32 scores :func:`chunked_local_attention` computes per loop step. On a
+#: 2-core Xeon, 8 MB chunks with two steps in flight were fastest for the attention of a
+#: 4096-token sequence with 12 heads (47-49 ms, against 49-55 ms for 16 MB chunks one at
+#: a time and about 60 ms for all 126 MB of scores at once).
+CHUNK_SCORE_BYTES = 8 * 2**20
+
+
+def local_block_size(window):
+    """The query-block size of :func:`chunked_local_attention` for ``window``.
+
+    The largest divisor of ``window`` from 32 to 128 (each query block then needs the
+    keys of ``2 * window / size + 1`` whole blocks), else ``window`` itself.
+
+    >>> local_block_size(256), local_block_size(200), local_block_size(64), local_block_size(257)
+    (128, 100, 64, 257)
+    """
+    window = int(window)
+    for size in range(min(window, 128), 31, -1):
+        if window % size == 0:
+            return size
+    return window
+
+
+def chunked_local_attention(qkv, window, key_mask=None, causal=False, scale=1.0, chunk_bytes=None):
+    """Sliding-window self-attention of stacked heads-last ``qkv``, a few blocks per loop step.
+
+    The same function as :func:`local_attention` without global tokens or dropout
+    (query ``i`` attends key ``j`` when ``|i - j| <= window``, ``0 <= i - j <=
+    window`` with ``causal``, and ``key_mask[j]`` is set), laid out for TensorFlow's
+    CPU kernels: the sequence is cut into blocks of :func:`local_block_size` positions,
+    heads outermost, so one gather gives a chunk's queries ``[heads, G, c, d]`` and one
+    its keys or values ``[heads, G, L, d]`` (``L = c + window`` with ``causal``, else
+    ``c + 2 * window``) without a transpose. The scores are ``q k^T * scale + mask``,
+    which the CPU graph optimizer fuses into one oneDNN kernel, with the band and the
+    padding as additive ``-1e9``. A chunk holds ``G`` blocks, about ``chunk_bytes``
+    (default :data:`CHUNK_SCORE_BYTES`) of scores; memory stays ``O(n * window)``.
+
+    For inference in float32 in a graph that is not XLA-compiled (the loop has a
+    smaller last chunk); rows whose keys are all masked are finite but undefined, as
+    in :func:`local_attention`.
+
+    Args:
+        qkv: ``[batch, n, 3, heads, head_dim]``: queries (not yet scaled), keys, values.
+        window: positions seen on each side.
+        key_mask: optional ``[batch, n]`` padding mask (1/True = real token).
+        causal: restrict query ``i`` to keys ``j <= i``.
+        scale: multiplies ``q k^T`` (``1/sqrt(head_dim)``).
+        chunk_bytes: score bytes per loop step.
+
+    Returns:
+        ``[batch, n, heads, head_dim]``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> qkv = tf.constant(np.random.rand(1, 10, 3, 2, 4), tf.float32)
+    >>> chunked_local_attention(qkv, window=3).shape
+    TensorShape([1, 10, 2, 4])
+    """
+    window = int(window)
+    block = local_block_size(window)
+    left = window // block
+    right = 0 if causal else left
+    width = (left + 1 + right) * block  # keys per query block
+    heads, head_dim = qkv.shape[3], qkv.shape[4]
+    shape = tf.shape(qkv)
+    batch, n = shape[0], shape[1]
+    num_blocks = (n + block - 1) // block
+    padded_blocks = num_blocks + left + right
+    end_pad = num_blocks * block - n
+
+    # [3, heads, batch * num_blocks, block, head_dim]: one transpose for q, k and v (the pad is
+    # a no-op when n is a multiple of the block). The blocks before the first and after the
+    # last are not materialised: their gathers read a real block and the mask drops it.
+    x = tf.pad(qkv, [[0, 0], [0, end_pad], [0, 0], [0, 0], [0, 0]])
+    x = tf.transpose(tf.reshape(x, [batch * num_blocks * block, 3, heads, head_dim]), [1, 2, 0, 3])
+    q_blocks, k_blocks, v_blocks = tf.unstack(tf.reshape(x, [3, heads, -1, block, head_dim]))
+    if scale != 1.0:
+        q_blocks = q_blocks * tf.constant(scale, q_blocks.dtype)
+    # Additive masks: padding per key, over blocks padded with `left` and `right` masked
+    # blocks (positions outside the sequence), and the band.
+    valid = tf.ones([batch, n], tf.bool) if key_mask is None else tf.cast(key_mask, tf.bool)
+    valid = tf.reshape(tf.pad(valid, [[0, 0], [left * block, end_pad + right * block]]), [-1, block])
+    key_add = tf.where(valid, tf.zeros([], tf.float32), tf.constant(MASK_VALUE, tf.float32))
+    relative = tf.range(width)[None, :] - left * block - tf.range(block)[:, None]  # key - query
+    band = (relative <= 0) & (relative >= -window) if causal else tf.abs(relative) <= window
+    band_add = tf.where(band, tf.zeros([], tf.float32), tf.constant(MASK_VALUE, tf.float32))[None, None]
+
+    total = batch * num_blocks
+    per_block = int(heads) * block * width * 4
+    group = max(1, int(chunk_bytes or CHUNK_SCORE_BYTES) // per_block)
+    steps = (total + group - 1) // group
+    offsets = tf.range(left + 1 + right)[None, :]
+
+    def step(i, outputs):
+        t = tf.range(i * group, tf.minimum(i * group + group, total))  # query blocks of this chunk
+        sequence, index = (t // num_blocks)[:, None], (t % num_blocks)[:, None]
+        window_blocks = index + offsets  # [G, blocks per window], counted in the masked padding
+        keys = sequence * num_blocks + tf.clip_by_value(window_blocks - left, 0, num_blocks - 1)
+        q = tf.gather(q_blocks, t, axis=1)  # [h, G, c, d]
+        k = tf.reshape(tf.gather(k_blocks, keys, axis=1), [heads, -1, width, head_dim])
+        v = tf.reshape(tf.gather(v_blocks, keys, axis=1), [heads, -1, width, head_dim])
+        key_blocks = tf.gather(key_add, sequence * padded_blocks + window_blocks)
+        addend = band_add + tf.reshape(key_blocks, [1, -1, 1, width])
+        scores = tf.matmul(q, k, transpose_b=True) + addend
+        out = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [h, G, c, d]
+        return i + 1, outputs.write(i, tf.transpose(out, [1, 2, 0, 3]))
+
+    outputs = tf.TensorArray(qkv.dtype, size=steps, infer_shape=False)
+    _, outputs = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), outputs], parallel_iterations=2)
+    out = tf.reshape(outputs.concat(), [batch, num_blocks * block, heads, head_dim])
+    return out[:, :n]
 
 
 def _softmax_dropout(scores, mask, dropout):
